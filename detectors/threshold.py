@@ -1,0 +1,95 @@
+"""Threshold with hysteresis and hold time, vectorised over subjects and levels.
+
+State and parameters are arrays of shape (n_subjects, n_levels); column ``c`` is warning level
+``c + 1`` (1 blue, 2 yellow, 3 orange, 4 red), so the level a subject is at is a small int.
+
+Semantics, per subject and level L (a Schmitt trigger with two hold timers):
+
+- enter threshold ``T_L``: the condition "above" is ``value >= T_L``. ``T_L = NaN`` means the
+  level is absent for that subject (e.g. Guangdong issues no blue rainstorm signal); an absent
+  level is never active. Thresholds differ per subject (each river station's own 警戒水位) and
+  ascend with the level.
+- exit threshold ``T_L - hysteresis_L``: the condition "below" is ``value < T_L - h_L``.
+- a level becomes ACTIVE once the value has stayed above for ``hold_enter_L`` of event time:
+  the hold starts at the first reading that is above and is met at a reading whose ts is at
+  least ``hold_enter_L`` later, with every reading in between above (0 = immediately);
+- it becomes INACTIVE once the value has stayed below for ``hold_exit_L`` in the same way;
+- in the band ``[T_L - h_L, T_L)``, or while a hold runs, the level keeps its state; a reading
+  in the band (or a NaN value) restarts both hold timers.
+- the subject's level is the highest active level, ``0`` (Level.NONE) if none is active.
+
+Time is the readings' event time only, so the state depends on the sequence of readings, never
+on how they were batched or when they were processed. Conditions are judged at readings: a gap
+between two readings that are both above counts as time spent above.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from detectors.windows import BoolArray, FloatArray, IntArray
+
+NO_TS = np.iinfo(np.int64).min  # a hold timer that is not running
+
+
+class ThresholdDetector:
+    def __init__(
+        self,
+        enter: FloatArray,
+        hysteresis: FloatArray | float = 0.0,
+        hold_enter_ms: IntArray | int = 0,
+        hold_exit_ms: IntArray | int = 0,
+    ):
+        enter = np.asarray(enter, np.float64)
+        if enter.ndim != 2:
+            raise ValueError("enter thresholds must be an array (n_subjects, n_levels)")
+        hyst = np.broadcast_to(np.asarray(hysteresis, np.float64), enter.shape)
+        if (hyst < 0).any():
+            raise ValueError("hysteresis must not be negative")
+        self.enter = enter
+        self.exit = enter - hyst
+        n_levels = enter.shape[1]
+        self.hold_enter = np.broadcast_to(np.asarray(hold_enter_ms, np.int64), (n_levels,)).copy()
+        self.hold_exit = np.broadcast_to(np.asarray(hold_exit_ms, np.int64), (n_levels,)).copy()
+        self.active: BoolArray = np.zeros(enter.shape, np.bool_)
+        self.above_since: IntArray = np.full(enter.shape, NO_TS, np.int64)
+        self.below_since: IntArray = np.full(enter.shape, NO_TS, np.int64)
+
+    @property
+    def n_subjects(self) -> int:
+        return int(self.enter.shape[0])
+
+    def update(self, rows: IntArray, ts: IntArray, value: FloatArray) -> npt.NDArray[np.int8]:
+        """Feed one reading per subject (rows unique) and return the subjects' new levels."""
+        t = ts.astype(np.int64)[:, None]
+        v = value[:, None]
+        enter = self.enter[rows]
+        present = ~np.isnan(enter)
+        with np.errstate(invalid="ignore"):
+            above = present & (v >= enter)
+            below = ~present | (v < self.exit[rows])
+
+        since = self.above_since[rows]
+        since = np.where(above, np.where(since == NO_TS, t, since), NO_TS)
+        self.above_since[rows] = since
+        went_up = above & (t - since >= self.hold_enter)
+
+        since_b = self.below_since[rows]
+        since_b = np.where(below, np.where(since_b == NO_TS, t, since_b), NO_TS)
+        self.below_since[rows] = since_b
+        went_down = below & (t - since_b >= self.hold_exit)
+
+        active = (self.active[rows] | went_up) & ~went_down
+        self.active[rows] = active
+        return level_of(active)
+
+    def levels(self, rows: IntArray | None = None) -> npt.NDArray[np.int8]:
+        return level_of(self.active if rows is None else self.active[rows])
+
+
+def level_of(active: BoolArray) -> npt.NDArray[np.int8]:
+    """Highest active column + 1 per row, 0 where none is active."""
+    n_levels = active.shape[1]
+    top = n_levels - np.argmax(active[:, ::-1], axis=1)
+    return np.where(active.any(axis=1), top, 0).astype(np.int8)

@@ -1,0 +1,183 @@
+"""Start Mosquitto and InfluxDB on free loopback ports, under a state folder we own.
+
+Used by `ews demo` and by the test suite, so both run on the real servers without touching
+any system-wide instance. Configuration comes from `deploy/`, with ports and data paths filled
+in. Each server can be stopped, killed and restarted on the same port and data, which the
+fault tests need.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy"
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_tcp(port: int, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+@dataclass
+class ManagedServer:
+    name: str
+    argv: list[str]
+    port: int
+    data_dir: Path
+    log_file: Path
+    proc: subprocess.Popen[bytes] | None = None
+    ready_timeout_s: float = 30.0
+
+    def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        out = self.log_file.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        out.close()
+        if not self.wait_ready(time.monotonic() + self.ready_timeout_s):
+            tail = self.log_file.read_text(errors="replace")[-2000:]
+            self.stop()
+            raise ServerError(f"{self.name} did not become ready on 127.0.0.1:{self.port}\n{tail}")
+
+    def wait_ready(self, deadline: float) -> bool:
+        return _wait_tcp(self.port, deadline)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class InfluxServer(ManagedServer):
+    def wait_ready(self, deadline: float) -> bool:
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                return False
+            try:
+                if httpx.get(f"{self.url}/ping", timeout=0.5).status_code == 204:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        return False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _require(binary: str, package: str) -> str:
+    path = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin:/sbin")
+    if path is None:
+        raise ServerError(
+            f"{binary} is not installed; install Debian's package with "
+            f"`apt-get install {package}` (the README's commands do this for you)"
+        )
+    return path
+
+
+def mosquitto(state_dir: Path, port: int | None = None) -> ManagedServer:
+    binary = _require("mosquitto", "mosquitto")
+    port = port or free_port()
+    data = state_dir / "mosquitto"
+    data.mkdir(parents=True, exist_ok=True)
+    conf = (DEPLOY_DIR / "mosquitto" / "mosquitto.conf").read_text()
+    conf_file = data / "mosquitto.conf"
+    conf_file.write_text(conf.replace("{port}", str(port)).replace("{data_dir}", str(data)))
+    return ManagedServer("mosquitto", [binary, "-c", str(conf_file)], port, data, data / "stdout.log")
+
+
+def influxdb(state_dir: Path, port: int | None = None) -> InfluxServer:
+    binary = _require("influxd", "influxdb")
+    port = port or free_port()
+    data = state_dir / "influxdb"
+    data.mkdir(parents=True, exist_ok=True)
+    conf = (DEPLOY_DIR / "influxdb" / "influxdb.conf").read_text()
+    conf_file = data / "influxdb.conf"
+    conf_file.write_text(
+        conf.replace("{http_port}", str(port))
+        .replace("{rpc_port}", str(free_port()))
+        .replace("{data_dir}", str(data))
+    )
+    return InfluxServer("influxdb", [binary, "-config", str(conf_file)], port, data, data / "stdout.log")
+
+
+@dataclass
+class LocalServers:
+    mqtt: ManagedServer
+    influx: InfluxServer
+    extra: list[ManagedServer] = field(default_factory=list)
+
+    @property
+    def influx_url(self) -> str:
+        return self.influx.url
+
+    def stop(self) -> None:
+        for s in (*self.extra, self.mqtt, self.influx):
+            s.stop()
+
+
+@contextmanager
+def local_servers(state_dir: Path) -> Iterator[LocalServers]:
+    """Mosquitto and InfluxDB on free loopback ports; stopped on exit whatever happens."""
+    servers = LocalServers(mosquitto(state_dir), influxdb(state_dir))
+    try:
+        servers.mqtt.start()
+        servers.influx.start()
+        log.info("mosquitto on 127.0.0.1:%d, influxdb on %s", servers.mqtt.port, servers.influx.url)
+        yield servers
+    finally:
+        servers.stop()

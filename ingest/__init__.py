@@ -1,0 +1,1 @@
+"""MQTT collectors: topics, payload decoding and validation, batching, the InfluxDB sink."""

@@ -1,0 +1,71 @@
+"""The InfluxDB v1 HTTP API: `/write` line protocol and InfluxQL `/query`.
+
+Works with InfluxDB 1.x and with 2.x/3.x through their v1 compatibility endpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class WriteError(Exception):
+    def __init__(self, message: str, retryable: bool):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class InfluxV1:
+    def __init__(
+        self, url: str, database: str, username: str | None = None, password: str | None = None,
+        timeout_s: float = 10.0,
+    ):
+        self.database = database
+        auth = (username, password or "") if username else None
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, auth=auth)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def ping(self) -> bool:
+        try:
+            return self.http.get("/ping").status_code == 204
+        except httpx.HTTPError:
+            return False
+
+    def create_database(self) -> None:
+        self.query(f'CREATE DATABASE "{self.database}"', method="POST")
+
+    def write(self, lines: bytes) -> None:
+        if not lines:
+            return
+        try:
+            r = self.http.post(
+                "/write", params={"db": self.database, "precision": "ms"}, content=lines,
+                headers={"Content-Type": "text/plain; charset=utf-8"},
+            )
+        except httpx.HTTPError as exc:
+            raise WriteError(f"InfluxDB unreachable: {exc!r}", retryable=True) from exc
+        if r.status_code == 204:
+            return
+        # 4xx means the points themselves are wrong; retrying cannot help
+        raise WriteError(
+            f"InfluxDB /write answered {r.status_code}: {r.text[:300]}",
+            retryable=r.status_code >= 500 or r.status_code in (408, 429),
+        )
+
+    def query(self, q: str, method: str = "GET") -> list[dict[str, Any]]:
+        """Run InfluxQL; returns the `series` of the first statement (may be empty)."""
+        params = {"db": self.database, "q": q, "epoch": "ms"}
+        r = self.http.post("/query", data=params) if method == "POST" else self.http.get("/query", params=params)
+        r.raise_for_status()
+        body = r.json()
+        results = body.get("results", [{}])
+        if results and "error" in results[0]:
+            raise RuntimeError(f"InfluxQL error: {results[0]['error']}")
+        return list(results[0].get("series", [])) if results else []
+
+    def count(self, measurement: str, where: str = "") -> int:
+        series = self.query(f'SELECT count("value") FROM "{measurement}" {where}')
+        return int(series[0]["values"][0][1]) if series else 0
