@@ -1,7 +1,9 @@
 """Threshold with hysteresis and hold time, vectorised over subjects and levels.
 
 State and parameters are arrays of shape (n_subjects, n_levels); column ``c`` is warning level
-``c + 1`` (1 blue, 2 yellow, 3 orange, 4 red), so the level a subject is at is a small int.
+``levels[c]`` (default ``c + 1``: 1 blue, 2 yellow, 3 orange, 4 red), so the level a subject
+is at is a small int. Columns ascend with the level; a detector may hold only the levels it
+needs (e.g. the 3 h rain detector of a rainstorm rule holds orange and red).
 
 Semantics, per subject and level L (a Schmitt trigger with two hold timers):
 
@@ -40,6 +42,7 @@ class ThresholdDetector:
         hysteresis: FloatArray | float = 0.0,
         hold_enter_ms: IntArray | int = 0,
         hold_exit_ms: IntArray | int = 0,
+        levels: npt.ArrayLike | None = None,
     ):
         enter = np.asarray(enter, np.float64)
         if enter.ndim != 2:
@@ -52,6 +55,13 @@ class ThresholdDetector:
         n_levels = enter.shape[1]
         self.hold_enter = np.broadcast_to(np.asarray(hold_enter_ms, np.int64), (n_levels,)).copy()
         self.hold_exit = np.broadcast_to(np.asarray(hold_exit_ms, np.int64), (n_levels,)).copy()
+        self.level_values = np.asarray(
+            np.arange(1, n_levels + 1) if levels is None else levels, np.int8
+        )
+        if self.level_values.shape != (n_levels,) or (np.diff(self.level_values) <= 0).any():
+            raise ValueError("levels must name each column, ascending")
+        # without hold times the timers are never read: skip them on the hot path
+        self._timed = bool(self.hold_enter.any() or self.hold_exit.any())
         self.active: BoolArray = np.zeros(enter.shape, np.bool_)
         self.above_since: IntArray = np.full(enter.shape, NO_TS, np.int64)
         self.below_since: IntArray = np.full(enter.shape, NO_TS, np.int64)
@@ -69,6 +79,10 @@ class ThresholdDetector:
         with np.errstate(invalid="ignore"):
             above = present & (v >= enter)
             below = ~present | (v < self.exit[rows])
+        if not self._timed:
+            active = (self.active[rows] | above) & ~below
+            self.active[rows] = active
+            return level_of(active, self.level_values)
 
         since = self.above_since[rows]
         since = np.where(above, np.where(since == NO_TS, t, since), NO_TS)
@@ -82,14 +96,14 @@ class ThresholdDetector:
 
         active = (self.active[rows] | went_up) & ~went_down
         self.active[rows] = active
-        return level_of(active)
+        return level_of(active, self.level_values)
 
     def levels(self, rows: IntArray | None = None) -> npt.NDArray[np.int8]:
-        return level_of(self.active if rows is None else self.active[rows])
+        return level_of(self.active if rows is None else self.active[rows], self.level_values)
 
 
-def level_of(active: BoolArray) -> npt.NDArray[np.int8]:
-    """Highest active column + 1 per row, 0 where none is active."""
+def level_of(active: BoolArray, level_values: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
+    """Level of the highest active column per row, 0 where none is active."""
     n_levels = active.shape[1]
-    top = n_levels - np.argmax(active[:, ::-1], axis=1)
-    return np.where(active.any(axis=1), top, 0).astype(np.int8)
+    top = n_levels - 1 - np.argmax(active[:, ::-1], axis=1)
+    return np.where(active.any(axis=1), level_values[top], 0).astype(np.int8)

@@ -43,7 +43,7 @@ def capacity_for(span_ms: int, interval_ms: int, margin: float = 1.5, extra: int
     """Slots needed to hold `span_ms` of readings arriving every `interval_ms`, with margin."""
     if interval_ms <= 0:
         raise ValueError("interval must be positive")
-    return int(math.ceil(span_ms / interval_ms * margin)) + extra
+    return math.ceil(span_ms / interval_ms * margin) + extra
 
 
 class Windows:
@@ -140,6 +140,10 @@ class Windows:
     def last(self, row: int, n: int, until_ts: int | None = None) -> list[tuple[int, float]]:
         """Up to `n` most recent (ts, value) of one row, oldest first, optionally up to a ts."""
         end, count = int(self.end[row]), int(self.count[row])
+        newest = int(self.ts[row, (end - 1) % self.capacity]) if count else 0
+        if until_ts is None or until_ts >= newest:
+            count = min(count, n)  # the common case: the change is at the newest reading
+            until_ts = None
         slots = np.arange(end - count, end) % self.capacity
         ts = self.ts[row, slots]
         vals = self.value[row, slots]

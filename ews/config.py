@@ -57,6 +57,8 @@ class InfluxConfig(_Strict):
 class IngestConfig(_Strict):
     unknown_sensor: Literal["reject"] = "reject"
     max_payload_bytes: int = Field(256 * 1024, ge=64)
+    # a sensor clock may run a little ahead; beyond this a reading is rejected, not stored
+    future_tolerance_s: float = Field(300.0, ge=0)
 
 
 class RegistryConfig(_Strict):

@@ -353,6 +353,17 @@ class Store:
         value = rows[0][0] if rows else None
         return None if value is None else int(value)
 
+    def pending_count(self, due_by_ms: int | None = None) -> int:
+        """Outbox rows still to deliver (only those due by `due_by_ms` when given)."""
+        if due_by_ms is None:
+            rows = self._query("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
+        else:
+            rows = self._query(
+                "SELECT COUNT(*) FROM outbox WHERE state = 'pending' AND next_attempt_ts_ms <= ?",
+                (due_by_ms,),
+            )
+        return int(rows[0][0])
+
     def outbox(self, state: str | None = None) -> list[dict[str, Any]]:
         if state is None:
             rows = self._query("SELECT * FROM outbox ORDER BY id")

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_POLICY = Path(__file__).parent / "templates" / "routing.yaml"
 TransitionType = Literal["open", "raise", "lower", "resolve"]
+ALL_TRANSITIONS: tuple[TransitionType, ...] = ("open", "raise", "lower", "resolve")
 LevelKey = Literal["blue", "yellow", "orange", "red"]
 
 
@@ -47,9 +48,7 @@ class Target(BaseModel):
 class RoutingPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
     levels: dict[LevelKey, list[Target]]
-    notify_on: list[TransitionType] = Field(
-        default_factory=lambda: ["open", "raise", "lower", "resolve"]
-    )
+    notify_on: list[TransitionType] = Field(default_factory=lambda: list(ALL_TRANSITIONS))
 
     @model_validator(mode="after")
     def _all_levels(self) -> RoutingPolicy:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ews.yamlfile import ConfigError, LoadedYaml, Problem, parse_yaml, validate_doc
 from rules.compile import compile_rule
-from rules.model import RulesFileIn, RuleSet, RuleSpec
+from rules.model import RuleSet, RulesFileIn, RuleSpec
 
 DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
 

@@ -1,0 +1,154 @@
+"""Outbox worker: retries with backoff, giving up, audit per attempt, restart, wake-up."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from ews.store import Delivery, Store
+from notifiers.channels.base import Channel, DeliveryError, Notification, RetryPolicy
+from notifiers.channels.console import ConsoleChannel
+from notifiers.outbox import OutboxWorker
+
+
+class FlakyChannel(Channel):
+    """Fails the first `failures` sends of each key with the given retryability."""
+
+    def __init__(self, name: str, failures: int, retryable: bool, retry: RetryPolicy):
+        self.name = name
+        self.failures = failures
+        self.retryable = retryable
+        self.retry = retry
+        self.calls: list[str] = []
+        self.delivered: list[str] = []
+        self.sent = threading.Event()
+
+    def send(self, note: Notification) -> None:
+        self.calls.append(note.idempotency_key)
+        if self.calls.count(note.idempotency_key) <= self.failures:
+            raise DeliveryError("boom", retryable=self.retryable)
+        self.delivered.append(note.idempotency_key)
+        self.sent.set()
+
+
+class Clock:
+    """Whole milliseconds, so stepping it is exact."""
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> float:
+        return self.ms / 1000
+
+
+def _commit(store: Store, wid: str, channels: list[str], ts_ms: int = 1_000_000) -> int:
+    w = {
+        "id": wid, "rule": "r", "rule_name": "", "subject": wid, "kind": "rain",
+        "community": "440106001001", "street": "440106001", "district": "440106", "level": 2,
+        "peak_level": 2, "state": "open", "measure": "rain_3h", "value": 1.0, "unit": "mm",
+        "threshold": None, "opened_event_ts_ms": ts_ms, "opened_ts_ms": ts_ms,
+        "updated_event_ts_ms": ts_ms, "updated_ts_ms": ts_ms, "resolved_event_ts_ms": None,
+        "resolved_ts_ms": None, "rule_version": "v1", "drill": False, "message": "m",
+        "acknowledged": False, "acknowledged_by": None, "acknowledged_ts_ms": None,
+    }
+    t = {"type": "open", "level_before": 0, "level_after": 2, "value": 1.0, "measure": "rain_3h",
+         "event_ts_ms": ts_ms, "processed_ts_ms": ts_ms, "rule_version": "v1"}
+    payload = {"transition": "open", "warning": {"id": wid, "level": "yellow"}, "message": f"msg {wid}"}
+    return store.commit_transition(
+        w, t, [Delivery(ch, [{"id": "duty", "name": "值班员"}], payload) for ch in channels]
+    )
+
+
+def test_retries_with_doubling_capped_backoff(tmp_path: Path) -> None:
+    store = Store(tmp_path / "ews.sqlite")
+    tid = _commit(store, "W-1", ["flaky"])
+    retry = RetryPolicy(max_attempts=10, backoff_s=0.1, max_backoff_s=0.3)
+    ch = FlakyChannel("flaky", failures=4, retryable=True, retry=retry)
+    clock = Clock(1_000_000)
+    worker = OutboxWorker(store, {"flaky": ch}, clock, jitter=lambda: 1.0)
+
+    # with full jitter factor the waits are 100, 200, 300 (capped), 300 ms
+    expected_waits = []
+    wait = 100
+    for _ in range(4):
+        expected_waits.append(wait)
+        wait = min(wait * 2, 300)
+    waits = []
+    while not ch.delivered:
+        assert worker.run_once() == 1
+        row = store.outbox()[0]
+        if row["state"] == "pending":
+            waits.append(row["next_attempt_ts_ms"] - clock.ms)
+            clock.ms += waits[-1] - 1
+            assert worker.run_once() == 0  # not due one millisecond early
+            clock.ms += 1
+    assert waits == expected_waits
+    assert ch.calls == [f"{tid}:flaky"] * 5
+    (row,) = store.outbox()
+    assert (row["state"], row["attempts"]) == ("sent", 5)
+    attempts = [a["detail"] for a in store.audit_log("W-1") if a["action"] == "delivery.attempt"]
+    assert [(a["attempt"], a["result"]) for a in attempts] == [
+        (1, "pending"), (2, "pending"), (3, "pending"), (4, "pending"), (5, "sent")
+    ]
+
+
+def test_jitter_stays_within_half_to_full_interval() -> None:
+    retry = RetryPolicy(max_attempts=5, backoff_s=2.0, max_backoff_s=60.0)
+    assert retry.delay_s(3, 0.0) == 4.0
+    assert retry.delay_s(3, 0.5) == 6.0
+    assert retry.delay_s(10, 0.999) <= 60.0
+
+
+def test_gives_up_after_max_attempts_and_on_permanent_errors(tmp_path: Path) -> None:
+    store = Store(tmp_path / "ews.sqlite")
+    _commit(store, "W-1", ["always", "rejects"])
+    always = FlakyChannel("always", 99, True, RetryPolicy(3, 0.01, 0.01))
+    rejects = FlakyChannel("rejects", 99, False, RetryPolicy(3, 0.01, 0.01))
+    clock = Clock(1_000_000)
+    worker = OutboxWorker(store, {"always": always, "rejects": rejects}, clock)
+    for _ in range(10):
+        worker.run_once()
+        clock.ms += 1_000
+    assert len(always.calls) == 3
+    assert len(rejects.calls) == 1
+    assert {r["channel"]: (r["state"], r["attempts"]) for r in store.outbox()} == {
+        "always": ("failed", 3), "rejects": ("failed", 1)
+    }
+    results = [(a["detail"]["channel"], a["detail"]["result"])
+               for a in store.audit_log() if a["action"] == "delivery.attempt"]
+    assert sorted(results) == sorted(
+        [("always", "pending"), ("always", "pending"), ("always", "failed"), ("rejects", "failed")]
+    )
+
+
+def test_rows_left_pending_are_delivered_after_restart(tmp_path: Path) -> None:
+    db = tmp_path / "ews.sqlite"
+    store = Store(db)
+    keys = [f"{_commit(store, f'W-{i}', ['console'])}:console" for i in range(3)]
+    store.close()  # the process dies before any worker ran
+
+    lines: list[str] = []
+    store = Store(db)
+    worker = OutboxWorker(store, {"console": ConsoleChannel("console", lines.append)},
+                          Clock(2_000_000))
+    assert worker.run_once() == 3
+    assert worker.run_once() == 0  # nothing is sent twice
+    assert [r["idempotency_key"] for r in store.outbox("sent")] == keys
+    assert len(lines) == 3
+    assert lines[0] == "[YELLOW] W-0 open: msg W-0 -> 值班员"
+
+
+def test_wake_delivers_from_the_background_thread(tmp_path: Path) -> None:
+    store = Store(tmp_path / "ews.sqlite")
+    ch = FlakyChannel("c", 0, True, RetryPolicy())
+    # a long idle poll: only wake() can make the worker look before the wait below ends
+    worker = OutboxWorker(store, {"c": ch}, idle_poll_s=3600.0)
+    worker.start()
+    try:
+        tid = _commit(store, "W-1", ["c"], ts_ms=0)
+        worker.wake()
+        assert ch.sent.wait(30.0)
+    finally:
+        worker.stop()
+    assert ch.delivered == [f"{tid}:c"]
+    assert [r["state"] for r in store.outbox()] == ["sent"]
