@@ -91,6 +91,8 @@ class Config(_Strict):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     registries: RegistryConfig
     rules: Path | None = None  # file or folder; None: the packaged defaults
+    # a profile's files apply on top of the base rules (e.g. "guangdong": rainstorm without blue)
+    rules_profile: str | None = None
     state_dir: Path = Path(".state/pipeline")
     notifiers: NotifierConfig = Field(default_factory=NotifierConfig)
 

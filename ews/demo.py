@@ -64,8 +64,10 @@ class _View:
 
     def table(self) -> Table:
         tab = Table(title="预警 warnings as issued", expand=True, title_justify="left")
-        for col in ("event time", "区 / 街道 / 社区", "sensor", "transition", "level", "measure", "value"):
-            tab.add_column(col, no_wrap=col != "区 / 街道 / 社区")
+        tab.add_column("event time", no_wrap=True)
+        tab.add_column("街道 / 社区", ratio=1, overflow="ellipsis", no_wrap=True, min_width=12)
+        for col in ("sensor", "transition", "level", "measure", "value"):
+            tab.add_column(col, no_wrap=True)
         regions = self.pipeline.regions
         with self.lock:
             rows = list(self.rows)
@@ -73,7 +75,8 @@ class _View:
             w = t.warning
             lvl = Level(t.level_after if t.type != "resolve" else t.level_before)
             tab.add_row(
-                _clock(int(w["updated_event_ts_ms"])), regions.path_names(w["community"]), w["subject"], t.type,
+                _clock(int(w["updated_event_ts_ms"])),
+                f'{regions.get(w["street"]).name} {regions.get(w["community"]).name}', w["subject"], t.type,
                 f"[{LEVEL_STYLE[lvl.key]}]{lvl.zh} {lvl.key}[/]" if t.type != "resolve" else "解除 resolved",
                 w["measure"], f"{w['value']:.1f} {w['unit']}" if w["value"] is not None else "-",
             )
@@ -95,6 +98,7 @@ def run_demo(args: argparse.Namespace) -> int:
             mqtt=MqttConfig(port=srv.mqtt.port, client_id="ews-demo-pipeline"),
             influxdb=InfluxConfig(url=srv.influx_url, database="ews_demo"),
             registries=RegistryConfig(regions=sample_dir() / "regions.yaml", sensors=sample_dir() / "sensors.yaml"),
+            rules_profile="guangdong",  # the sample district is in Guangzhou
             state_dir=state / "pipeline",
             notifiers=NotifierConfig(channels=[
                 ChannelConfig(name="console", type="console"),

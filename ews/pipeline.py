@@ -39,7 +39,7 @@ class Pipeline:
         self.cfg = cfg
         self.regions = RegionRegistry.load(cfg.registries.regions)
         self.sensors = SensorRegistry.load(cfg.registries.sensors, self.regions)
-        self.ruleset = load_rules(cfg.rules)
+        self.ruleset = load_rules(cfg.rules, cfg.rules_profile)
         self.engine = RuleEngine(self.ruleset, self.sensors)
         for problem in self.engine.bind_problems:
             log.warning("rule binding: %s", problem)

@@ -1,0 +1,96 @@
+"""The `ews` command as users run it: rules check, configuration errors, and the demo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ews.cli import main
+from ews.config import load_config
+from ews.servers import LocalServers
+from ews.yamlfile import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_rules_check_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "check", str(REPO / "rules" / "defaults")]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_rules_check_reports_file_line_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "rules:\n"
+        "  - id: ponding\n"
+        "    select: {kind: ponding}\n"
+        "    measure: {type: value}\n"
+        "    levels:\n"
+        "      yellow: 15\n"
+        "      purple: 30\n"  # line 7: no such level
+    )
+    assert main(["rules", "check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:7:" in err and "purple" in err
+
+
+def test_rules_check_binds_against_registry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "river.yaml"
+    f.write_text(
+        "rules:\n"
+        "  - id: river_flood_peak\n"
+        "    select: {kind: water_level}\n"
+        "    measure: {type: value}\n"
+        "    levels:\n"
+        "      red: $flood_of_record\n"  # no sensor has this parameter
+    )
+    sample = REPO / "ews" / "sample"
+    code = main(["rules", "check", str(f), "--sensors", str(sample / "sensors.yaml"),
+                 "--regions", str(sample / "regions.yaml")])
+    err = capsys.readouterr().err
+    assert code == 1 and "flood_of_record" in err
+
+
+def test_config_error_names_file_field_and_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        "mqtt:\n"
+        "  host: 127.0.0.1\n"
+        "  port: seventy\n"
+        "registries:\n"
+        "  regions: r.yaml\n"
+        "  sensors: s.yaml\n"
+        "notifiers:\n"
+        "  channels:\n"
+        "    - {name: x, type: carrier-pigeon}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    text = str(info.value)
+    assert f"{cfg}:3: mqtt.port:" in text
+    assert f"{cfg}:9: notifiers.channels[0].type:" in text
+
+
+def test_run_with_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("registries: {regions: r.yaml}\n")
+    assert main(["run", "--config", str(cfg)]) == 2
+    assert "registries.sensors" in capsys.readouterr().err
+
+
+def test_demo_runs_end_to_end(servers: LocalServers, tmp_path: Path) -> None:
+    """The README's first command, fast: every reading stored, warnings issued, webhooks signed."""
+    env = dict(os.environ, COLUMNS="160")
+    proc = subprocess.run(
+        [sys.executable, "-m", "ews.cli", "demo", "--speed", "7200", "--state-dir", str(tmp_path / "demo")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "published ✓" in out, out[-3000:]
+    assert "0 bad signatures" in out and "0 duplicates" in out
+    assert "红色" in out
