@@ -1,0 +1,47 @@
+"""The shipped deployment files agree with the configuration model and the sharding rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from ews.config import Config
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+def _docs(path: Path) -> list[dict]:  # type: ignore[type-arg]
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def test_k8s_shards_are_disjoint_single_consumers() -> None:
+    configs: dict[str, Config] = {}
+    replicas: dict[str, int] = {}
+    for f in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for d in _docs(f):
+            if d["kind"] == "ConfigMap" and "config.yaml" in d.get("data", {}):
+                configs[d["metadata"]["name"]] = Config.model_validate(yaml.safe_load(d["data"]["config.yaml"]))
+            if d["kind"] == "StatefulSet" and d["metadata"]["name"].startswith("ews-"):
+                replicas[d["metadata"]["name"]] = d["spec"]["replicas"]
+    assert len(configs) >= 2 and set(configs) == set(replicas)
+    assert all(n == 1 for n in replicas.values())
+    client_ids = [c.mqtt.client_id for c in configs.values()]
+    assert len(set(client_ids)) == len(client_ids)
+    filters = [f for c in configs.values() for f in c.mqtt.subscriptions]
+    assert len(set(filters)) == len(filters), "a region subtree is in two shards"
+    streets = {f.split("/")[2] for f in filters}
+    sample_streets = {f"440106{n:03d}" for n in range(1, 22)}
+    assert streets == sample_streets, "every street of the sample district is in exactly one shard"
+    for f in filters:
+        assert f.startswith("ews/440106/") and f.endswith("/#")
+
+
+def test_compose_and_systemd_files() -> None:
+    Config.model_validate(yaml.safe_load((DEPLOY / "compose" / "ews.yaml").read_text()))
+    compose = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
+    assert {"mosquitto", "influxdb", "alertmanager", "ews"} <= set(compose["services"])
+    unit = (DEPLOY / "systemd" / "ews-pipeline@.service").read_text()
+    assert "ExecStart=/opt/ews/.venv/bin/ews run --config /etc/ews/%i.yaml" in unit
+    conf = (DEPLOY / "compose" / "mosquitto.conf").read_text()
+    assert "max_queued_messages 0" in conf and "persistence true" in conf
