@@ -47,6 +47,11 @@ class Notification:
     recipients: list[dict[str, Any]]
     message: str
     attempt: int = 1
+    # what kind of message: "transition" (transition is open/raise/lower/resolve), "group"
+    # (several, listed in items), "remind", "escalate" or "delivery_failed"
+    notice: str = "transition"
+    items: tuple[dict[str, Any], ...] = ()  # a group's items: transition, warning, message
+    drill: bool = False  # a drill (演练): the message says so; public channels should not act
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Notification:
@@ -61,6 +66,9 @@ class Notification:
             recipients=row["recipients"],
             message=payload["message"],
             attempt=int(row["attempts"]) + 1,
+            notice=str(payload.get("notice", row.get("notice", "transition"))),
+            items=tuple(payload.get("items", ())),
+            drill=bool(payload.get("drill", payload["warning"].get("drill", False))),
         )
 
 

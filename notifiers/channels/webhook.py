@@ -59,6 +59,9 @@ def body_of(note: Notification) -> bytes:
         "warning": note.warning,
         "recipients": note.recipients,
         "message": note.message,
+        "notice": note.notice,
+        "drill": note.drill,
+        **({"items": list(note.items)} if note.items else {}),
     })
 
 
