@@ -2,7 +2,8 @@
 
 Sirens, displays and third-party systems read these objects from the retained topic
 `ews-out/warnings/{district}/{street}/{community}` and from webhooks; the field names are a
-contract, so change them only with a new `version`.
+contract (docs/contract.md), so change them only with a new `version`; fields may be added
+within a version, never renamed or removed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ews.sensors import SensorRegistry
 from notifiers.templates import BEIJING
 
 VERSION = 1
+_TIERS = ("community", "street", "district")  # escalated_tier indexes this
 
 
 def rfc3339(ts_ms: int) -> str:
@@ -75,7 +77,14 @@ def warning_json(
         "drill": bool(w["drill"]),
         "message": w["message"],
         "acknowledged": bool(w.get("acknowledged", False)),
+        # a resolve held for the quiet period: the warning still stands, but is clearing
+        "clearing": w.get("pending_resolve") is not None and w["state"] == "open",
+        "escalated_to": _TIERS[int(w["escalated_tier"])] if int(w.get("escalated_tier", -1)) >= 0 else None,
     }
+    if w.get("acknowledged") and w.get("acknowledged_ts_ms") is not None:
+        out["acknowledged_by"] = w.get("acknowledged_by")
+        out["acknowledged_ts"] = rfc3339(int(w["acknowledged_ts_ms"]))
+        out["ack_comment"] = w.get("ack_comment") or ""
     if w.get("resolved_ts_ms") is not None:
         out["resolved_ts"] = rfc3339(int(w["resolved_ts_ms"]))
     if sensors is not None and w["subject"] in sensors:

@@ -14,8 +14,9 @@ from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
 from ews.store import Store
 from ews.yamlfile import ConfigError
-from notifiers.lifecycle import WarningService
-from notifiers.routing import Router
+from notifiers.lifecycle import Settings, WarningService
+from notifiers.routing import Router, RoutingPolicy
+from notifiers.silence import Silences
 from notifiers.templates import Renderer
 
 COMM = "440106001001"  # 天河区 车陂街道 车陂社区 in the conftest registry
@@ -46,6 +47,38 @@ def service(
 ) -> WarningService:
     return WarningService(store, regions, sensors, Router(regions), Renderer.load("zh-CN"), pub,
                           ["console", "webhook"], clock=lambda: 1_732_772_500.0)
+
+
+class Clock:
+    """Wall clock of a test, in whole milliseconds."""
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> float:
+        return self.ms / 1000
+
+    def advance(self, seconds: float) -> None:
+        self.ms += round(seconds * 1000)
+
+
+def make_service(
+    store: Store, regions: RegionRegistry, sensors: SensorRegistry, clock: Clock,
+    settings: Settings | None = None, channels: tuple[str, ...] = ("console",),
+    policy: RoutingPolicy | None = None, router: Router | None = None,
+    pub: Published | None = None,
+) -> WarningService:
+    """A service on the test's clock, with silences, on the given channels."""
+    router = router or Router(regions, policy, clock=clock)
+    return WarningService(store, regions, sensors, router, Renderer.load("zh-CN"), pub, list(channels),
+                          clock=clock, settings=settings or Settings(),
+                          silences=Silences(store, regions, clock=clock, refresh_s=0.0))
+
+
+def sent_to(store: Store, since: int = 0) -> list[tuple[str, str, list[str]]]:
+    """(notice, transition, recipient ids) of each outbox row after the first `since`."""
+    return [(r["notice"], r["payload"]["transition"], [x["id"] for x in r["recipients"]])
+            for r in store.outbox()[since:]]
 
 
 def test_open_raise_lower_resolve(
@@ -92,7 +125,7 @@ def test_open_raise_lower_resolve(
         "warning.open", "warning.raise", "warning.lower", "warning.resolve"
     ]
 
-    # lower and resolve reach everyone who heard of the higher level
+    # lower and resolve reach everyone who heard of the highest level, orange here
     yellow = ["duty_officer-440106001001", "grid_staff-440106001001", "duty_officer-440106001"]
     orange = [*yellow, "leader-440106001", "duty_officer-440106"]
     rows = store.outbox()
@@ -103,7 +136,7 @@ def test_open_raise_lower_resolve(
         {"console": yellow, "webhook": yellow},
         {"console": orange, "webhook": orange},
         {"console": orange, "webhook": orange},
-        {"console": yellow, "webhook": yellow},
+        {"console": orange, "webhook": orange},
     ]
     assert {r["idempotency_key"] for r in rows} == {
         f"{t['id']}:{ch}" for t in stored for ch in ("console", "webhook")
@@ -221,3 +254,66 @@ def test_template_with_unknown_field_names_file_and_line(tmp_path: Path) -> None
     (problem,) = err.value.problems
     assert (problem.file, problem.line, problem.field) == (str(p), i + 1, "messages.lower")
     assert "colour" in problem.reason
+
+
+def test_resolve_waits_for_the_quiet_period_on_event_time(
+    tmp_path: Path, mini_regions: RegionRegistry, mini_sensors: SensorRegistry
+) -> None:
+    store = Store(tmp_path / "ews.sqlite")
+    clock = Clock(T0 + 100_000)
+    pub = Published()
+    svc = make_service(store, mini_regions, mini_sensors, clock, Settings(quiet_ms=600_000), pub=pub)
+    (opened,) = svc.apply([change(Level.NONE, Level.YELLOW, 52.0, T0)])
+    wid = opened.warning["id"]
+
+    # the rules say "over" at T0 + 30 min: held, the warning still stands but is clearing
+    assert svc.apply([change(Level.YELLOW, Level.NONE, 10.0, T0 + 1_800_000)]) == []
+    assert [w["id"] for w in svc.open_warnings()] == [wid]
+    assert pub.messages[-1][1]["warnings"][0]["clearing"] is True
+    # event time moves on 9 min 59 s, wall time only 10 s (a replay): still held
+    svc.advance(T0 + 1_800_000 + 599_000)
+    clock.advance(10)
+    assert svc.tick() == 0
+    # rain again within the quiet period: the resolve is cancelled, nothing was ever lifted
+    assert svc.apply([change(Level.NONE, Level.YELLOW, 51.0, T0 + 2_100_000)]) == []
+    assert pub.messages[-1][1]["warnings"][0]["clearing"] is False
+
+    svc.apply([change(Level.YELLOW, Level.NONE, 9.0, T0 + 2_400_000)])
+    svc.advance(T0 + 2_400_000 + 600_000)  # ten quiet minutes of event time
+    clock.advance(1)
+    heard: list[Any] = []
+    svc.timer_listeners.append(heard.append)
+    assert svc.tick() == 1
+    assert [(t.type, t.warning["id"]) for t in heard] == [("resolve", wid)]
+    assert svc.open_warnings() == []
+    assert pub.messages[-1][1]["warnings"] == []
+    assert [(t["type"], t["event_ts_ms"], t["processed_ts_ms"]) for t in store.transitions(wid)] == [
+        ("open", T0, T0 + 100_000),
+        ("resolve", T0 + 2_400_000, T0 + 100_000 + 11_000),  # the resolve keeps its event time
+    ]
+    assert [a["action"] for a in store.audit_log(wid)] == [
+        "warning.open", "warning.resolve_pending", "warning.resolve_cancelled",
+        "warning.resolve_pending", "warning.resolve",
+    ]
+    # people heard of the opening and of the end, nothing in between
+    assert [(n, t) for n, t, _ in sent_to(store)] == [("transition", "open"), ("transition", "resolve")]
+
+
+def test_quiet_period_ends_on_wall_time_when_readings_stop(
+    tmp_path: Path, mini_regions: RegionRegistry, mini_sensors: SensorRegistry
+) -> None:
+    store = Store(tmp_path / "ews.sqlite")
+    clock = Clock(T0)
+    svc = make_service(store, mini_regions, mini_sensors, clock, Settings(quiet_ms=600_000))
+    svc.apply([change(Level.NONE, Level.BLUE, 52.0, T0)])
+    svc.apply([change(Level.BLUE, Level.NONE, 10.0, T0 + 60_000)])
+    clock.advance(599.999)
+    assert svc.tick() == 0
+    # a restart while clearing keeps the pending resolve
+    store.close()
+    store = Store(tmp_path / "ews.sqlite")
+    svc = make_service(store, mini_regions, mini_sensors, clock, Settings(quiet_ms=600_000))
+    assert svc.open_warnings()[0]["pending_resolve"]["event_ts_ms"] == T0 + 60_000
+    clock.advance(0.001)
+    assert svc.tick() == 1
+    assert [t["type"] for t in store.transitions()] == ["open", "resolve"]

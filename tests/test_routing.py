@@ -121,3 +121,32 @@ def test_bad_policy_names_file_line_and_field(tmp_path: Path) -> None:
     p.write_text("levels:\n  blue: []\n  yellow: []\n  red: []\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="orange"):
         load_policy(p)
+
+
+def test_packaged_policy_has_drill_escalation_and_failure_audiences(regions: RegionRegistry) -> None:
+    router = Router(regions)
+    # a drill reaches the community's and the street's duty officers only, at any level
+    for level in (Level.BLUE, Level.RED):
+        assert [r.id for r in router.recipients(COMM, level, drill=True)] == ["C-duty", "S-duty"]
+    assert [router.top_tier(COMM, lv) for lv in (Level.BLUE, Level.YELLOW, Level.ORANGE, Level.RED)] == [0, 1, 2, 2]
+    assert router.top_tier(COMM, Level.RED, drill=True) == 1
+    assert [r.id for r in router.escalation_recipients(COMM, 1)] == ["S-duty"]
+    assert [r.id for r in router.escalation_recipients(COMM, 2)] == ["D-duty"]
+    assert router.escalation_recipients(COMM, 3) == []
+    assert [r.id for r in router.failure_recipients(COMM)] == ["D-duty"]
+
+
+def test_bad_drill_section_names_file_line_and_field(tmp_path: Path) -> None:
+    p = tmp_path / "routing.yaml"
+    p.write_text(
+        "levels: {blue: [], yellow: [], orange: [], red: []}\n"
+        "drill:\n"
+        "  - {tier: community, roles: [duty_officer]}\n"
+        "  - {audience: public}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_policy(p)
+    (problem,) = err.value.problems
+    assert (problem.line, problem.field) == (4, "drill[1]")
+    assert "public target names its channels" in problem.reason

@@ -1,4 +1,5 @@
-"""SQLite store: one transaction per transition, append-only logs, state kept across reopen."""
+"""SQLite store: one transaction per transition, append-only logs, state kept across reopen,
+held items, silences, and files from the first release upgraded in place."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ews.store import Delivery, Store
+from ews.store import AuditEntry, Delivery, Held, Store
 
 
 def _warning(wid: str, *, state: str = "open", level: int = 2) -> dict[str, Any]:
@@ -149,3 +150,92 @@ def test_new_warning_id_is_stable_and_unique(tmp_path: Path) -> None:
     assert first.startswith("W-") and len(first) == 12
     store.commit_transition(_warning(first), _transition(), [])
     assert store.new_warning_id("rain-3h", "RG-A1", 1_000) == f"{first}-2"
+
+
+# the schema of the first release, as files written by it look
+_FIRST_RELEASE = """
+CREATE TABLE warnings (id TEXT PRIMARY KEY, rule TEXT NOT NULL, rule_name TEXT NOT NULL DEFAULT '',
+    subject TEXT NOT NULL, kind TEXT NOT NULL, community TEXT NOT NULL, street TEXT NOT NULL,
+    district TEXT NOT NULL, level INTEGER NOT NULL, peak_level INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('open', 'resolved')), measure TEXT NOT NULL, value REAL,
+    unit TEXT NOT NULL, threshold REAL, opened_event_ts_ms INTEGER NOT NULL, opened_ts_ms INTEGER NOT NULL,
+    updated_event_ts_ms INTEGER NOT NULL, updated_ts_ms INTEGER NOT NULL, resolved_event_ts_ms INTEGER,
+    resolved_ts_ms INTEGER, rule_version TEXT NOT NULL, drill INTEGER NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '', acknowledged INTEGER NOT NULL DEFAULT 0, acknowledged_by TEXT,
+    acknowledged_ts_ms INTEGER);
+CREATE TABLE transitions (id INTEGER PRIMARY KEY AUTOINCREMENT, warning_id TEXT NOT NULL REFERENCES warnings (id),
+    type TEXT NOT NULL CHECK (type IN ('open', 'raise', 'lower', 'resolve')), level_before INTEGER NOT NULL,
+    level_after INTEGER NOT NULL, value REAL, measure TEXT NOT NULL, event_ts_ms INTEGER NOT NULL,
+    processed_ts_ms INTEGER NOT NULL, rule_version TEXT NOT NULL, readings TEXT NOT NULL DEFAULT '[]');
+CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms INTEGER NOT NULL, actor TEXT NOT NULL,
+    action TEXT NOT NULL, warning_id TEXT, detail TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, idempotency_key TEXT NOT NULL UNIQUE,
+    transition_id INTEGER NOT NULL REFERENCES transitions (id), warning_id TEXT NOT NULL, channel TEXT NOT NULL,
+    recipients TEXT NOT NULL, payload TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'failed')), attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ts_ms INTEGER NOT NULL, last_error TEXT, created_ts_ms INTEGER NOT NULL, sent_ts_ms INTEGER);
+INSERT INTO warnings VALUES ('W-old', 'rain-3h', '', 'RG-A1', 'rain', '440106001001', '440106001', '440106',
+    2, 2, 'open', 'rain_3h', 55.0, 'mm', 50.0, 1000, 2000, 1000, 2000, NULL, NULL, 'v1', 0, 'msg', 0, NULL, NULL);
+INSERT INTO transitions VALUES (1, 'W-old', 'open', 0, 2, 55.0, 'rain_3h', 1000, 2000, 'v1', '[]');
+INSERT INTO audit VALUES (1, 2000, 'rules', 'warning.open', 'W-old', '{}');
+INSERT INTO outbox VALUES (1, '1:console', 1, 'W-old', 'console', '[]',
+    '{"transition":"open","warning":{},"message":"m"}', 'pending', 0, 2000, NULL, 2000, NULL);
+"""
+
+
+def test_a_file_from_the_first_release_is_upgraded_in_place(tmp_path: Path) -> None:
+    db = tmp_path / "old.sqlite"
+    raw = sqlite3.connect(db)
+    raw.executescript(_FIRST_RELEASE)
+    raw.close()
+    with Store(db) as store:
+        (w,) = store.open_warnings()
+        assert (w["id"], w["notified_level"], w["escalated_tier"], w["pending_resolve"]) == ("W-old", 0, -1, None)
+        (row,) = store.due_outbox(2_000, ["console"])
+        assert (row["notice"], row["deadline_ts_ms"]) == ("transition", None)
+        assert store.audit_log()[0]["event_ts_ms"] is None
+        # and it takes the new kinds of rows
+        store.commit(3_000, warning={**w, "acknowledged": True, "acknowledged_by": "张三"},
+                     audits=[AuditEntry("张三", "warning.acknowledge", "W-old", {"comment": "ok"})])
+    with Store(db) as again:
+        assert again.warning("W-old")["acknowledged_by"] == "张三"  # type: ignore[index]
+        assert [a["action"] for a in again.audit_log()] == ["warning.open", "warning.acknowledge"]
+
+
+def test_held_items_leave_in_the_transaction_that_sends_them(tmp_path: Path) -> None:
+    store = Store(tmp_path / "ews.sqlite")
+    held = [Held("console|a|real", "console", {"id": "a"}, {"message": "m1"}),
+            Held("console|b|real", "console", {"id": "b"}, {"message": "m1"})]
+    tid = store.commit(2_000, warning=_warning("W-1"), transition=_transition(), held=held)
+    later = Held("console|a|real", "console", {"id": "a"}, {"message": "m2"}, transition_id=tid, warning_id="W-1")
+    store.commit(2_500, held=[later])
+    assert store.next_held_ms() == 2_000
+    assert store.held_due(1_999) == []
+    due = store.held_due(2_000)  # both groups' oldest items are from 2 000: all three items
+    assert [(h["group_key"], h["item"]["message"]) for h in due] == [
+        ("console|a|real", "m1"), ("console|b|real", "m1"), ("console|a|real", "m2")]
+    assert store.pending_count() == 3  # held items count as messages still to deliver
+    bad = Delivery("console", [{"id": "a"}], {"transition": "group"}, key="G1:console", transition_id=tid,
+                   warning_id="W-1")
+    with pytest.raises(sqlite3.IntegrityError):  # a failed send-out keeps the items held
+        store.commit(3_000, deliveries=[bad, bad], drop_held=[h["id"] for h in due])
+    assert len(store.held()) == 3
+    store.commit(3_000, deliveries=[bad], drop_held=[h["id"] for h in due])
+    assert store.held() == [] and store.pending_count() == 1
+
+
+def test_silences_are_stored_with_author_and_reason(tmp_path: Path) -> None:
+    store = Store(tmp_path / "ews.sqlite")
+    s = {"id": "S-1", "kind": "maintenance", "region": "440106001", "sensor": None, "rule": None,
+         "starts_ts_ms": 5_000, "ends_ts_ms": 9_000, "author": "李强", "reason": "泵站检修", "created_ts_ms": 1_000}
+    store.add_silence(s, "李强")
+    assert store.silences(active_at_ms=4_999) == []
+    assert [x["id"] for x in store.silences(active_at_ms=5_000)] == ["S-1"]
+    assert store.silences(active_at_ms=9_000) == []
+    assert store.cancel_silence("S-1", "王五", 6_000) is True
+    assert store.silences(active_at_ms=6_000) == []
+    (row,) = store.silences()
+    assert (row["author"], row["reason"], row["cancelled_by"], row["cancelled_ts_ms"]) == (
+        "李强", "泵站检修", "王五", 6_000)
+    assert [(a["actor"], a["action"]) for a in store.audit_log()] == [
+        ("李强", "maintenance.create"), ("王五", "silence.cancel")]

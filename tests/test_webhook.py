@@ -203,3 +203,29 @@ def test_verify_signature() -> None:
     assert not verify_signature(SECRET, "1700000000", body, None)
     assert verify_signature(SECRET, "1700000000", body, good, now_s=1700000100, tolerance_s=300)
     assert not verify_signature(SECRET, "1700000000", body, good, now_s=1700000400, tolerance_s=300)
+
+
+def test_group_body_lists_its_items(receiver: tuple[Receiver, str]) -> None:
+    rx, base = receiver
+    rx.fail_first = 0
+    items = (
+        {"transition": "open", "transition_id": 7, "warning": {"id": "W-1", "level": "yellow"}, "message": "一"},
+        {"transition": "raise", "transition_id": 9, "warning": {"id": "W-2", "level": "orange"}, "message": "二"},
+    )
+    note = Notification(outbox_id=3, idempotency_key="G5:hook", channel="hook", transition="group",
+                        transition_id=9, warning=items[1]["warning"], recipients=[{"id": "C-duty"}],
+                        message="2条预警动态：\n1. 一\n2. 二", notice="group", items=items, drill=False)
+    ch = WebhookChannel("hook", f"{base}/ews", SECRET)
+    ch.send(note)
+    ch.close()
+    body = rx.bodies["G5:hook"]
+    assert (body["version"], body["notice"], body["transition"], body["drill"]) == (1, "group", "group", False)
+    assert [(i["transition_id"], i["warning"]["id"]) for i in body["items"]] == [(7, "W-1"), (9, "W-2")]
+    assert body["warning"]["id"] == "W-2"
+
+
+def test_notification_from_a_row_written_before_notices_existed() -> None:
+    row = {"id": 1, "idempotency_key": "4:hook", "channel": "hook", "transition_id": 4, "attempts": 0,
+           "recipients": [], "payload": {"transition": "open", "warning": {"id": "W-1", "drill": True}, "message": "m"}}
+    note = Notification.from_row(row)
+    assert (note.notice, note.items, note.drill, note.attempt) == ("transition", (), True, 1)
