@@ -3,7 +3,9 @@
 The Chicago (Keifer-Chu) hyetograph puts the formula's depth for every duration into a single
 storm: any window of duration t around the peak holds exactly A·t / (t + b)^n millimetres.
 Its cumulative curve has a closed form, so interval depths are exact differences of it rather
-than samples of the very sharp instantaneous peak.
+than samples of the very sharp instantaneous peak. (Keifer, C. J. and Chu, H. H., 1957,
+"Synthetic storm pattern for drainage design", J. Hydraulics Division, ASCE, 83(HY4); widely
+used in Chinese drainage practice for short-duration design storms.)
 """
 
 from __future__ import annotations
@@ -16,13 +18,38 @@ import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 
-# q = 3618.427 (1 + 0.438 lg P) / (t + 11.259)^0.750  [L/(s·ha), t in minutes], the
-# storm-intensity formula for central Guangzhou; 1 mm/min = 166.7 L/(s·ha).
-GUANGZHOU_Q1 = 3618.427
-GUANGZHOU_C = 0.438
-GUANGZHOU_B = 11.259
-GUANGZHOU_N = 0.750
+# The general formula (总公式) of 《广州市中心城区暴雨公式及计算图表》, published by the
+# Guangzhou Water Authority (广州市水务局) in June 2011 and adopted as Appendix I of the city's
+# drainage rules (穗水规字〔2018〕5号):
+#     q = 3618.427 (1 + 0.438 lg P) / (t + 11.259)^0.750   [L/(s·ha), t in minutes, P in years]
+# The same publication gives single-return-period and return-period-interval formulas that fit
+# better for a given P, and the city has revised the tables since; the coefficients here are
+# the 2011 general formula as it is commonly reproduced in design documents and must be checked
+# against the current official edition before any design use. 1 mm/min = 166.7 L/(s·ha).
 _L_PER_S_HA_PER_MM_MIN = 166.7
+
+
+@dataclass(frozen=True, slots=True)
+class StormFormula:
+    """A city's storm-intensity formula q = q1 (1 + c lg P) / (t + b)^n in L/(s·ha)."""
+
+    q1: float
+    c: float
+    b: float
+    n: float
+    source: str = ""
+
+    def for_period(self, return_period_years: float) -> IntensityFormula:
+        if return_period_years < 1:
+            raise ValueError("return period must be at least 1 year")
+        q = self.q1 * (1 + self.c * math.log10(return_period_years))
+        return IntensityFormula(q / _L_PER_S_HA_PER_MM_MIN, self.b, self.n)
+
+
+GUANGZHOU_2011 = StormFormula(
+    3618.427, 0.438, 11.259, 0.750,
+    "广州市中心城区暴雨强度总公式 (广州市水务局, 2011年6月); check against the current edition",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +62,7 @@ class IntensityFormula:
 
     @classmethod
     def guangzhou(cls, return_period_years: float) -> IntensityFormula:
-        if return_period_years < 1:
-            raise ValueError("return period must be at least 1 year")
-        q1 = GUANGZHOU_Q1 * (1 + GUANGZHOU_C * math.log10(return_period_years))
-        return cls(q1 / _L_PER_S_HA_PER_MM_MIN, GUANGZHOU_B, GUANGZHOU_N)
+        return GUANGZHOU_2011.for_period(return_period_years)
 
     def depth(self, duration_min: float) -> float:
         """Depth (mm) of the heaviest window of this duration."""

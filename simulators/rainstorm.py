@@ -16,7 +16,6 @@ seed only draws the reading noise.
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,13 +23,14 @@ import numpy.typing as npt
 
 from ews.models import ReadingBatch
 from ews.sensors import SensorRegistry
-from simulators.hyetograph import IntensityFormula, chicago_cumulative
+from simulators import hydrology as hyd
+from simulators.hyetograph import GUANGZHOU_2011, StormFormula, chicago_cumulative
+from simulators.sites import KM_PER_DEG_LAT, Sites, km_per_deg_lon, site_uniform
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-_KM_PER_DEG_LAT = 111.32
-_STEP_S = 60  # integration step; a tick must be a whole number of steps
+_STEP_S = hyd.STEP_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,7 @@ class StormParams:
     radius_km: float = 2.6  # cross-track standard deviation of the rain footprint
     peak_ratio: float = 0.4  # where in the burst the peak comes (Guangzhou storms: about 0.4)
     return_period_years: float = 100.0
+    formula: StormFormula = GUANGZHOU_2011
     tick_s: int = 300
     gauge_noise: float = 0.12  # lognormal sigma of a single gauge reading
     gauge_resolution_mm: float = 0.1  # tipping-bucket resolution
@@ -109,11 +110,11 @@ class StormParams:
         return self.path_km() / self.crossing_h()
 
     def km_per_deg_lon(self) -> float:
-        return _KM_PER_DEG_LAT * math.cos(math.radians(self.start[0]))
+        return km_per_deg_lon(self.start[0])
 
     def path_km(self) -> float:
         dx = (self.end[1] - self.start[1]) * self.km_per_deg_lon()
-        dy = (self.end[0] - self.start[0]) * _KM_PER_DEG_LAT
+        dy = (self.end[0] - self.start[0]) * KM_PER_DEG_LAT
         return math.hypot(dx, dy)
 
     def duration_s(self) -> int:
@@ -165,6 +166,36 @@ class SimResult:
         )
 
 
+class StormCell:
+    """The storm's rain at any point: mm per one-minute step, (steps, points)."""
+
+    def __init__(self, params: StormParams):
+        self.p = params
+        self.frame = _Frame(params)
+
+    def point_rain(self, lat: FloatArray, lon: FloatArray, n_steps: int) -> FloatArray:
+        along, cross2 = self.frame.project(lat, lon)
+        local = _local_rain(along, n_steps, self.p, self.frame.length)
+        out: FloatArray = local * np.exp(-cross2 / (2 * self.p.radius_km**2))[None, :]
+        return out
+
+    def areal_rain(self, lat: FloatArray, lon: FloatArray, n_steps: int, catchment_km: float) -> FloatArray:
+        """Mean rain over a Gaussian catchment of radius `catchment_km` around each point."""
+        # a Gaussian footprint averaged over a Gaussian catchment is again Gaussian
+        along, cross2 = self.frame.project(lat, lon)
+        local = _local_rain(along, n_steps, self.p, self.frame.length)
+        sig2 = self.p.radius_km**2
+        s2 = sig2 + catchment_km**2
+        out: FloatArray = local * (math.sqrt(sig2 / s2) * np.exp(-cross2 / (2 * s2)))[None, :]
+        return out
+
+    def core_at(self, minutes: FloatArray) -> FloatArray:
+        """(lat, lon) of the storm's core at these minutes after the storm forms."""
+        p = self.p
+        core_km = (minutes - p.peak_ratio * p.burst_h() * 60) * p.speed() / 60
+        return self.frame.point_at(core_km)
+
+
 def simulate_rainstorm(
     sensors: SensorRegistry, params: StormParams, start_ms: int, seed: int
 ) -> SimResult:
@@ -174,49 +205,45 @@ def simulate_rainstorm(
     n_steps = p.duration_s() // _STEP_S
     per_tick = p.tick_s // _STEP_S
     n_ticks = n_steps // per_tick
-    frame = _Frame(p)
-    lat = np.array([s.lat for s in sensors.sensors], np.float64)
-    lon = np.array([s.lon for s in sensors.sensors], np.float64)
-    along, cross2 = frame.project(lat, lon)
-    local = _local_rain(along, n_steps, p, frame.length)
-
-    kinds = [s.kind for s in sensors.sensors]
+    cell = StormCell(p)
+    sites = Sites(sensors)
     values = np.zeros((n_ticks, len(sensors)), np.float64)
 
-    def cols(kind: str) -> IntArray:
-        return np.array([i for i, k in enumerate(kinds) if k == kind], np.int64)
-
-    sig2 = p.radius_km**2
-    rain_i = cols("rain")
+    rain_i = sites.of_kind("rain")
     if rain_i.size:
-        point = local[:, rain_i] * np.exp(-cross2[rain_i] / (2 * sig2))
+        point = cell.point_rain(sites.lat[rain_i], sites.lon[rain_i], n_steps)
         spread = p.gauge_noise / 3 * math.sqrt(3)  # a uniform spread with that sigma
-        bias = np.exp(_site_uniform(sensors, rain_i, "gauge-bias", (-spread, spread)))
-        values[:, rain_i] = _gauges(point * bias[None, :], per_tick, p, rng)
+        bias = np.exp(site_uniform(sites.ids_of(rain_i), "gauge-bias", (-spread, spread)))
+        values[:, rain_i] = hyd.gauge_readings(
+            point * bias[None, :], per_tick, p.gauge_noise, p.gauge_resolution_mm, rng
+        )
 
-    wl_i = cols("water_level")
+    wl_i = sites.of_kind("water_level")
     if wl_i.size:
-        # a Gaussian footprint averaged over a Gaussian catchment is again Gaussian
-        s2 = sig2 + p.catchment_km**2
-        areal = local[:, wl_i] * math.sqrt(sig2 / s2) * np.exp(-cross2[wl_i] / (2 * s2))
-        base = np.array([_base_level(sensors.sensors[i].params) for i in wl_i], np.float64)
-        values[:, wl_i] = _stage(areal, base, per_tick, p, rng)
+        areal = cell.areal_rain(sites.lat[wl_i], sites.lon[wl_i], n_steps, p.catchment_km)
+        base = np.array([base_level(sensors.sensors[i].params) for i in wl_i], np.float64)
+        storage = hyd.at_tick_end(hyd.reservoir_storage(areal, p.reservoir_hours), per_tick)
+        stage = base[None, :] + p.stage_m_per_mm * storage
+        stage += rng.normal(0.0, p.stage_noise_m, stage.shape)
+        values[:, wl_i] = np.round(stage, 2)
 
-    pd_i = cols("ponding")
+    pd_i = sites.of_kind("ponding")
     if pd_i.size:
-        point = local[:, pd_i] * np.exp(-cross2[pd_i] / (2 * sig2))
-        capacity = _site_uniform(sensors, pd_i, "drain-capacity", p.drainage_mm_h)
-        conc = _site_uniform(sensors, pd_i, "concentration", p.concentration)
-        values[:, pd_i] = _ponding(point, capacity, conc, per_tick, p, rng)
+        point = cell.point_rain(sites.lat[pd_i], sites.lon[pd_i], n_steps)
+        capacity = site_uniform(sites.ids_of(pd_i), "drain-capacity", p.drainage_mm_h)
+        conc = site_uniform(sites.ids_of(pd_i), "concentration", p.concentration)
+        cm = hyd.at_tick_end(hyd.ponding_depth_cm(point, capacity, conc), per_tick)
+        cm += rng.normal(0.0, p.ponding_noise_cm, cm.shape)
+        values[:, pd_i] = np.maximum(cm, 0.0).round(1)
 
-    gas_i = cols("gas")
+    gas_i = sites.of_kind("gas")
     if gas_i.size:
-        baseline = _site_uniform(sensors, gas_i, "gas-baseline", p.gas_background)
+        baseline = site_uniform(sites.ids_of(gas_i), "gas-baseline", p.gas_background)
         noisy = baseline[None, :] + rng.normal(0.0, p.gas_noise, (n_ticks, gas_i.size))
         values[:, gas_i] = np.round(np.clip(noisy, 0.0, 3.0), 1)
 
     # smoke alarms stay quiet (0); kinds this storm does not drive report their quiet value
-    for j, kind in enumerate(kinds):
+    for j, kind in enumerate(sites.kinds):
         spec = sensors.kinds[kind]
         if kind not in _DRIVEN:
             values[:, j] = min(max(0.0, spec.min), spec.max)
@@ -225,8 +252,7 @@ def simulate_rainstorm(
     tick_ms = p.tick_s * 1000
     tick_ts = start_ms + (np.arange(n_ticks, dtype=np.int64) + 1) * tick_ms
     tick_min = (np.arange(n_ticks) + 1) * p.tick_s / 60
-    core_km = (tick_min - p.peak_ratio * p.burst_h() * 60) * p.speed() / 60
-    return SimResult(sensors, start_ms, tick_ms, tick_ts, values, frame.point_at(core_km))
+    return SimResult(sensors, start_ms, tick_ms, tick_ts, values, cell.core_at(tick_min))
 
 
 _DRIVEN = ("rain", "water_level", "ponding", "gas", "smoke")
@@ -240,19 +266,19 @@ class _Frame:
         self.kx = p.km_per_deg_lon()
         self.length = p.path_km()
         self.ux = (p.end[1] - self.lon0) * self.kx / self.length
-        self.uy = (p.end[0] - self.lat0) * _KM_PER_DEG_LAT / self.length
+        self.uy = (p.end[0] - self.lat0) * KM_PER_DEG_LAT / self.length
 
     def project(self, lat: FloatArray, lon: FloatArray) -> tuple[FloatArray, FloatArray]:
         """(along-track km, squared cross-track km) of each point."""
         x = (lon - self.lon0) * self.kx
-        y = (lat - self.lat0) * _KM_PER_DEG_LAT
+        y = (lat - self.lat0) * KM_PER_DEG_LAT
         return x * self.ux + y * self.uy, (x * self.uy - y * self.ux) ** 2
 
     def point_at(self, along_km: FloatArray) -> FloatArray:
         """(lat, lon) rows of points on the path, clamped to its ends."""
         s = np.clip(along_km, 0.0, self.length)
         return np.column_stack(
-            [self.lat0 + s * self.uy / _KM_PER_DEG_LAT, self.lon0 + s * self.ux / self.kx]
+            [self.lat0 + s * self.uy / KM_PER_DEG_LAT, self.lon0 + s * self.ux / self.kx]
         )
 
 
@@ -263,7 +289,7 @@ def _local_rain(along: FloatArray, n_steps: int, p: StormParams, length: float) 
     # the core passes the path start when a point there is r·burst into its rain
     peak_min = lead_min + np.clip(along, 0.0, length) / p.speed() * 60
     maturity = np.sqrt(np.sin(np.pi * np.clip(along / length, 0.0, 1.0)))
-    formula = IntensityFormula.guangzhou(p.return_period_years)
+    formula = p.formula.for_period(p.return_period_years)
     edges = np.arange(n_steps + 1, dtype=np.float64)[:, None] * (_STEP_S / 60)
     since_start = edges - peak_min[None, :] + lead_min
     cumulative = chicago_cumulative(since_start, burst_min, p.peak_ratio, formula)
@@ -271,79 +297,10 @@ def _local_rain(along: FloatArray, n_steps: int, p: StormParams, length: float) 
     return local
 
 
-def _site_fraction(sensors: SensorRegistry, cols: IntArray, what: str) -> FloatArray:
-    """A stable number in [0, 1) per sensor and property, the same on every run and machine."""
-    keys = (f"{what}:{sensors.sensors[i].id}".encode() for i in cols)
-    return np.array([zlib.crc32(k) / 2**32 for k in keys], np.float64)
-
-
-def _site_uniform(
-    sensors: SensorRegistry, cols: IntArray, what: str, bounds: tuple[float, float]
-) -> FloatArray:
-    lo, hi = bounds
-    return lo + (hi - lo) * _site_fraction(sensors, cols, what)
-
-
-def _base_level(params: dict[str, float]) -> float:
+def base_level(params: dict[str, float]) -> float:
+    """A station's normal stage: its `base_level`, else 1.3 m below its 警戒水位."""
     if "base_level" in params:
         return params["base_level"]
     if "warning_level" in params:
         return params["warning_level"] - 1.3
     return 0.0
-
-
-def _per_tick(steps: FloatArray, per_tick: int) -> FloatArray:
-    out: FloatArray = steps.reshape(-1, per_tick, steps.shape[1]).sum(axis=1)
-    return out
-
-
-def _at_tick_end(steps: FloatArray, per_tick: int) -> FloatArray:
-    out: FloatArray = steps[per_tick - 1 :: per_tick]
-    return out
-
-
-def _gauges(
-    point: FloatArray, per_tick: int, p: StormParams, rng: np.random.Generator
-) -> FloatArray:
-    rain = _per_tick(point, per_tick)
-    noise = np.exp(rng.normal(0.0, p.gauge_noise, rain.shape))
-    res = p.gauge_resolution_mm
-    out: FloatArray = np.floor(rain * noise / res) * res
-    return np.round(out, 3)
-
-
-def _stage(
-    areal: FloatArray, base: FloatArray, per_tick: int, p: StormParams, rng: np.random.Generator
-) -> FloatArray:
-    # exact linear-reservoir step for inflow constant over the step: dS/dt = i - S/K
-    k_s = p.reservoir_hours * 3600
-    decay = math.exp(-_STEP_S / k_s)
-    gain = k_s * (1 - decay) / _STEP_S
-    storage = np.zeros(areal.shape[1])
-    out = np.empty_like(areal)
-    for t in range(areal.shape[0]):
-        storage = storage * decay + areal[t] * gain
-        out[t] = storage
-    stage = base[None, :] + p.stage_m_per_mm * _at_tick_end(out, per_tick)
-    stage += rng.normal(0.0, p.stage_noise_m, stage.shape)
-    return np.round(stage, 2)
-
-
-def _ponding(
-    point: FloatArray,
-    capacity_mm_h: FloatArray,
-    conc: FloatArray,
-    per_tick: int,
-    p: StormParams,
-    rng: np.random.Generator,
-) -> FloatArray:
-    capacity = capacity_mm_h * _STEP_S / 3600  # mm per step
-    depth_mm = np.zeros(point.shape[1])
-    out = np.empty_like(point)
-    for t in range(point.shape[0]):
-        depth_mm = np.maximum(depth_mm + conc * (point[t] - capacity), 0.0)
-        out[t] = depth_mm
-    cm = _at_tick_end(out, per_tick) * 0.1
-    cm += rng.normal(0.0, p.ponding_noise_cm, cm.shape)
-    rounded: FloatArray = np.maximum(cm, 0.0).round(1)
-    return rounded
