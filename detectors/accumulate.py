@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.windows import FloatArray, IntArray, Windows
+from detectors.windows import BEF, TS, VAL, FloatArray, IntArray, Windows
 
 ROUND_DECIMALS = 6
 
@@ -31,19 +31,18 @@ def first_after(win: Windows, rows: IntArray, x: IntArray, lo: IntArray | None =
     `x` has shape (k,) or (k, m); the result has the shape of `x`. `lo`, if given, is a known
     lower bound of the answer (at least the row's oldest stored position).
     """
-    cap = win.capacity
     shape = x.shape
-    r = rows.reshape((-1,) + (1,) * (len(shape) - 1))
+    r = np.broadcast_to(rows.reshape((-1,) + (1,) * (len(shape) - 1)), shape)
     if lo is None:
-        lo = np.broadcast_to((win.end[rows] - win.count[rows]).reshape(r.shape), shape).copy()
-    hi = np.broadcast_to(win.end[rows].reshape(r.shape), shape).copy()
-    rr = np.broadcast_to(r, shape)
-    for _ in range(int(np.ceil(np.log2(cap + 1))) + 1):
+        lo = np.broadcast_to((win.end[rows] - win.count[rows]).reshape(r.shape[:1] + (1,) * (len(shape) - 1)),
+                             shape).copy()
+    hi = np.broadcast_to(win.end[rows].reshape(r.shape[:1] + (1,) * (len(shape) - 1)), shape).copy()
+    for _ in range(int(np.ceil(np.log2(win.capacity + 1))) + 1):
         open_ = lo < hi
         if not open_.any():
             break
         mid = (lo + hi) // 2
-        right = win.ts[rr, mid % cap] <= x
+        right = win.field(TS, win.flat(r, mid)) <= x
         lo = np.where(open_ & right, mid + 1, lo)
         hi = np.where(open_ & ~right, mid, hi)
     return lo
@@ -51,12 +50,11 @@ def first_after(win: Windows, rows: IntArray, x: IntArray, lo: IntArray | None =
 
 def _prefix(win: Windows, rows: IntArray, j: IntArray) -> FloatArray:
     """Sum of all values before logical index j (j may equal the row's end)."""
-    cap = win.capacity
-    r = rows.reshape((-1,) + (1,) * (j.ndim - 1))
+    r = np.broadcast_to(rows.reshape((-1,) + (1,) * (j.ndim - 1)), j.shape)
     end = win.end[r]
-    last = (end - 1) % cap
-    total = np.where(win.count[r] > 0, win.before[r, last] + win.value[r, last], 0.0)
-    inside = np.where(j < end, win.before[r, j % cap], 0.0)
+    last = win.data.take(win.flat(r, end - 1).ravel(), axis=0).reshape((*j.shape, 3))
+    total = np.where(win.count[r] > 0, last[..., BEF] + last[..., VAL], 0.0)
+    inside = win.field(BEF, win.flat(r, np.minimum(j, end - 1)))
     return np.where(j < end, inside, total)
 
 
@@ -70,36 +68,73 @@ def rolling_sums(win: Windows, rows: IntArray, t: IntArray, spans_ms: IntArray) 
 
 
 class Accumulator:
-    """Rolling sums at each sensor's newest reading, over fixed windows, with remembered starts."""
+    """Rolling sums at each sensor's newest reading, over fixed windows.
 
-    STEPS = 2  # forward steps tried before falling back to a binary search
+    Per sensor and window it remembers where the window starts and caches that reading's ts
+    and prefix sum, so the steady state (one reading in, one out) reads one slot per window
+    instead of searching. A row whose slots moved (a late insert) or whose window start fell
+    out of the ring is found again by binary search.
+    """
+
+    STEPS = 3  # forward steps tried before falling back to a binary search
 
     def __init__(self, win: Windows, spans_ms: IntArray):
         self.win = win
         self.spans_ms = np.asarray(spans_ms, np.int64)
-        self.start = np.zeros((win.n, self.spans_ms.shape[0]), np.int64)
+        n, m = win.n, self.spans_ms.shape[0]
+        self.start = np.zeros((n, m), np.int64)  # logical position of each window's oldest reading
+        self.start_ts = np.full((n, m), np.inf)  # its ts (inf: the window is empty)
+        self.start_before = np.zeros((n, m))  # its prefix sum (the total, when empty)
+        self.valid = np.zeros(n, np.bool_)
 
     def sums_at_newest(self, rows: IntArray) -> FloatArray:
         """(k, m) sums of values with ts in (t - W, t], t = each row's newest reading."""
-        win, cap = self.win, self.win.capacity
-        end = win.end[rows]
-        last = (end - 1) % cap
-        t = win.ts[rows, last]
-        total = win.before[rows, last] + win.value[rows, last]
-        x = t[:, None] - self.spans_ms[None, :]
-        lo = np.maximum(self.start[rows], (end - win.count[rows])[:, None])
-        end2 = np.broadcast_to(end[:, None], lo.shape)
+        win = self.win
+        every = rows.shape[0] == win.n and np.array_equal(rows, win.all_rows)
+
+        def g(a: np.ndarray) -> np.ndarray:
+            return a if every else a[rows]
+
+        end, total, newest_ts = g(win.end), g(win.total), g(win.last_ts)
+        x = newest_ts.astype(np.float64)[:, None] - self.spans_ms[None, :]
+        lo, lts, lbf = g(self.start), g(self.start_ts), g(self.start_before)
+        first = end - g(win.count)
+        ok = g(self.valid) & ~g(win.rewritten)
+        for j in range(lo.shape[1]):  # column by column: numpy's axis-1 reductions are slow on 3 columns
+            ok &= lo[:, j] >= first
         r2 = np.broadcast_to(rows[:, None], lo.shape)
+        # the newest reading is always inside its windows, so a start never passes it
         for _ in range(self.STEPS):
-            step = (lo < end2) & (win.ts[r2, lo % cap] <= x)
+            step = lts <= x
+            step &= ok[:, None]
             if not step.any():
                 break
             lo = lo + step
+            # an unmoved start reads back what it cached: no need to pick
+            slot = win.data.take(win.flat(r2, lo).ravel(), axis=0).reshape((*lo.shape, 3))
+            lts, lbf = slot[:, :, TS], slot[:, :, BEF]
         else:
-            far = (lo < end2) & (win.ts[r2, lo % cap] <= x)
-            if far.any():
-                i, j = np.nonzero(far)
-                lo[i, j] = first_after(win, rows[i], x[i, j], lo[i, j])
-        self.start[rows] = lo
-        inside = np.where(lo < end2, win.before[r2, lo % cap], total[:, None])
-        return np.round(total[:, None] - inside, ROUND_DECIMALS)
+            ok &= ~(lts <= x).any(axis=1)  # still more to skip (a gap): search instead
+        if not ok.all():
+            bad = np.flatnonzero(~ok)
+            lo[bad], lts[bad], lbf[bad] = self._search(rows[bad], x[bad])
+        if every:
+            self.start, self.start_ts, self.start_before = lo, lts, lbf
+            self.valid[:] = True
+            win.rewritten[:] = False
+        else:
+            self.start[rows], self.start_ts[rows], self.start_before[rows] = lo, lts, lbf
+            self.valid[rows] = True
+            win.rewritten[rows] = False
+        return np.round(total[:, None] - lbf, ROUND_DECIMALS)
+
+    def _search(self, rows: IntArray, x: FloatArray) -> tuple[IntArray, FloatArray, FloatArray]:
+        win = self.win
+        lo = first_after(win, rows, x.astype(np.int64))
+        end2 = win.end[rows][:, None]
+        slot = win.data.take(win.flat(np.broadcast_to(rows[:, None], lo.shape), lo).ravel(), axis=0)
+        slot = slot.reshape((*lo.shape, 3))
+        empty = lo >= end2
+        lts = np.where(empty, np.inf, slot[:, :, TS])
+        lbf = np.where(empty, win.total[rows][:, None], slot[:, :, BEF])
+        return lo, lts, lbf

@@ -1,10 +1,15 @@
 """Per-sensor ring buffers of recent readings, kept sorted by event time.
 
-Layout: three 2-D arrays (n_sensors x capacity) for the event time (int64 epoch ms), the value
-and the running sum of all earlier values (`before`, the exclusive prefix sum used by
-rolling accumulation). A sensor's readings occupy the logical positions
-``[end - count, end)`` of its row, position ``j`` being stored in slot ``j % capacity``; the
-newest reading is at ``end - 1``. Appending is O(1) and vectorised over the sensors of a round.
+Layout: one float64 array of shape (capacity * n_sensors, 3) holding, per slot, the event
+time (epoch ms, exact in a float64 up to year 287 000), the value, and the running sum of all
+earlier values (`before`, the exclusive prefix sum used by rolling accumulation). The three
+fields of a reading share a cache line and every access is a flat `take`/`put`. Slots are
+stored slot-major (slot j of every sensor, then slot j + 1 ...): sensors that report at the
+same cadence hold the same number of readings, so a round writes, and a window start reads,
+one contiguous stretch instead of one cache line per sensor scattered over the whole array,
+which is what makes a round over 100 000 sensors cheap.
+A sensor's readings occupy the logical positions ``[end - count, end)`` of its row, position
+``j`` being stored in slot ``j % capacity``; the newest reading is at ``end - 1``.
 
 Insertion rules (event time, never the wall clock):
 
@@ -18,7 +23,8 @@ Insertion rules (event time, never the wall clock):
 
 The capacity bounds memory: ``capacity_for(span, interval)`` leaves a margin for sensors that
 report somewhat faster than their nominal interval; a sensor reporting much faster loses its
-oldest readings first (its long-window sums then undercount).
+oldest readings first (its long-window sums then undercount). Capacities are powers of two so a
+logical position maps to its slot with a mask instead of an integer division.
 """
 
 from __future__ import annotations
@@ -32,86 +38,146 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
+TS, VAL, BEF = 0, 1, 2  # fields of a slot
+
 # insert() outcome per reading
 APPENDED = 0  # newer than everything stored: evaluate the detectors at its ts
 REPLACED_NEWEST = 1  # same ts as the newest: re-evaluate at that ts (idempotent for duplicates)
 LATE = 2  # stored in place, older than the newest: the window changed, detectors do not rewind
 IGNORED = 3  # older than the window
 
+NO_TS = np.iinfo(np.int64).min
 
-def capacity_for(span_ms: int, interval_ms: int, margin: float = 1.5, extra: int = 8) -> int:
-    """Slots needed to hold `span_ms` of readings arriving every `interval_ms`, with margin."""
+
+def capacity_for(span_ms: int, interval_ms: int, margin: float = 1.25, extra: int = 8) -> int:
+    """Slots (a power of two) to hold `span_ms` of readings every `interval_ms`, with margin."""
     if interval_ms <= 0:
         raise ValueError("interval must be positive")
-    return math.ceil(span_ms / interval_ms * margin) + extra
+    return pow2(math.ceil(span_ms / interval_ms * margin) + extra)
+
+
+def pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
 
 
 class Windows:
-    """Sorted ring buffers of (ts_ms, value) for `n` sensors (rows are dense sensor indices)."""
+    """Sorted ring buffers of (ts_ms, value) for `n` sensors (rows are dense indices)."""
 
     def __init__(self, n: int, capacity: int, span_ms: int):
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
+        capacity = pow2(capacity)
         self.n = n
         self.capacity = capacity
+        self.mask = capacity - 1
         self.span_ms = int(span_ms)
-        self.ts = np.zeros((n, capacity), np.int64)
-        self.value = np.zeros((n, capacity), np.float64)
-        self.before = np.zeros((n, capacity), np.float64)
+        self.data = np.zeros((n * capacity, 3), np.float64)
         self.end = np.zeros(n, np.int64)  # readings ever appended (logical end)
         self.count = np.zeros(n, np.int64)  # readings held, <= capacity
+        # per row, kept up to date so the hot path reads no slot to learn them
+        self.last_ts = np.full(n, NO_TS, np.int64)  # ts of the newest reading
+        self.total = np.zeros(n, np.float64)  # running sum up to and including the newest
+        self.newest_before = np.zeros(n, np.float64)  # running sum before the newest
+        self.rewritten = np.zeros(n, np.bool_)  # a late insert moved slots (readers re-derive)
+        self.all_rows = np.arange(n, dtype=np.int64)
+
+    # 2-D views for readers that want them (tests, plots); the hot path uses flat indices
+    @property
+    def ts(self) -> FloatArray:
+        out: FloatArray = self.data[:, TS].reshape(self.capacity, self.n).T
+        return out
+
+    @property
+    def value(self) -> FloatArray:
+        out: FloatArray = self.data[:, VAL].reshape(self.capacity, self.n).T
+        return out
+
+    @property
+    def before(self) -> FloatArray:
+        out: FloatArray = self.data[:, BEF].reshape(self.capacity, self.n).T
+        return out
 
     @property
     def nbytes(self) -> int:
-        return int(self.ts.nbytes + self.value.nbytes + self.before.nbytes + 2 * self.end.nbytes)
+        return int(self.data.nbytes + self.end.nbytes + self.count.nbytes + self.last_ts.nbytes
+                   + self.total.nbytes + self.newest_before.nbytes + self.rewritten.nbytes)
+
+    def flat(self, rows: IntArray | np.int64, pos: IntArray) -> IntArray:
+        """Flat slot index of logical position(s) `pos` of `rows` (shapes broadcast)."""
+        out: IntArray = (pos & self.mask) * self.n + rows
+        return out
+
+    def field(self, f: int, flat: IntArray) -> FloatArray:
+        """One field of the slots at `flat` (a take on the flat buffer: a strided column view
+        would be copied whole by `take`)."""
+        out: FloatArray = self.data.reshape(-1).take(flat * 3 + f)
+        return out
+
+    def newest(self, rows: IntArray) -> tuple[IntArray, FloatArray, FloatArray]:
+        """(ts, value, total) of each row's newest reading; ts = NO_TS where the row is empty."""
+        total = self.total[rows]
+        return self.last_ts[rows], total - self.newest_before[rows], total
 
     def newest_ts(self, rows: IntArray) -> IntArray:
-        """Event time of each row's newest reading (int64 min where the row is empty)."""
-        last = (self.end[rows] - 1) % self.capacity
-        out = self.ts[rows, last]
-        return np.where(self.count[rows] > 0, out, np.iinfo(np.int64).min)
+        out: IntArray = self.last_ts[rows]
+        return out
 
     def insert(self, rows: IntArray, ts: IntArray, value: FloatArray) -> npt.NDArray[np.int8]:
         """Insert one reading per row (rows must be unique); returns an outcome per reading."""
-        cap = self.capacity
-        outcome = np.full(rows.shape[0], APPENDED, np.int8)
-        has = self.count[rows] > 0
-        last_slot = (self.end[rows] - 1) % cap
-        last_ts = np.where(has, self.ts[rows, last_slot], np.iinfo(np.int64).min)
-
+        last_ts = self.last_ts[rows]
         app = ts > last_ts
+        if app.all():
+            self._append(rows, ts, value)
+            return np.full(rows.shape[0], APPENDED, np.int8)
+        outcome = np.full(rows.shape[0], APPENDED, np.int8)
         if app.any():
-            r = rows[app]
-            slot = self.end[r] % cap
-            prev = (self.end[r] - 1) % cap
-            prev_sum = np.where(
-                self.count[r] > 0, self.before[r, prev] + self.value[r, prev], 0.0
-            )
-            self.ts[r, slot] = ts[app]
-            self.value[r, slot] = value[app]
-            self.before[r, slot] = prev_sum
-            self.end[r] += 1
-            self.count[r] = np.minimum(self.count[r] + 1, cap)
-
+            self._append(rows[app], ts[app], value[app])
         same = ts == last_ts
         if same.any():
             # the prefix sum before the newest is unchanged, so replacing is exact
-            self.value[rows[same], last_slot[same]] = value[same]
+            r = rows[same]
+            self.data[self.flat(r, self.end[r] - 1), VAL] = value[same]
+            self.total[r] = self.newest_before[r] + value[same]
             outcome[same] = REPLACED_NEWEST
-
         for i in np.flatnonzero(ts < last_ts):
             outcome[i] = self._insert_late(int(rows[i]), int(ts[i]), float(value[i]))
         return outcome
 
+    def _append(self, rows: IntArray, ts: IntArray, value: FloatArray) -> None:
+        every = rows.shape[0] == self.n and np.array_equal(rows, self.all_rows)
+        end = self.end if every else self.end[rows]
+        total = self.total if every else self.total[rows]
+        block = np.empty((rows.shape[0], 3))
+        block[:, TS] = ts
+        block[:, VAL] = value
+        block[:, BEF] = total
+        self.data[self.flat(rows, end)] = block
+        if every:
+            self.end = end + 1
+            np.minimum(self.count + 1, self.capacity, out=self.count)
+            self.last_ts = ts.astype(np.int64, copy=True)
+            self.newest_before = total
+            self.total = total + value
+            return
+        self.end[rows] = end + 1
+        self.count[rows] = np.minimum(self.count[rows] + 1, self.capacity)
+        self.last_ts[rows] = ts
+        self.newest_before[rows] = total
+        self.total[rows] = total + value
+
+    def row(self, row: int) -> tuple[IntArray, FloatArray, FloatArray]:
+        """All readings of one row, oldest first: (ts, value, before)."""
+        end, count = int(self.end[row]), int(self.count[row])
+        d = self.data.take(self.flat(np.int64(row), np.arange(end - count, end)), axis=0)
+        return d[:, TS].astype(np.int64), d[:, VAL].copy(), d[:, BEF].copy()
+
     def _insert_late(self, row: int, t: int, v: float) -> int:
-        cap, end, count = self.capacity, int(self.end[row]), int(self.count[row])
-        slots = np.arange(end - count, end) % cap
-        ts = self.ts[row, slots]
+        cap, end = self.capacity, int(self.end[row])
+        ts, vals, before = self.row(row)
+        count = ts.shape[0]
         if t <= ts[-1] - self.span_ms:
             return IGNORED
         pos = int(np.searchsorted(ts, t))
-        vals = self.value[row, slots].copy()
-        before = self.before[row, slots].copy()
         if ts[pos] == t:
             vals[pos] = v
             new_ts = ts
@@ -129,24 +195,34 @@ class Windows:
         for j in range(max(pos, 0) + 1, new_ts.shape[0]):
             before[j] = before[j - 1] + vals[j - 1]
         n_new = new_ts.shape[0]
-        new_slots = np.arange(end - n_new, end) % cap
-        self.ts[row, new_slots] = new_ts
-        self.value[row, new_slots] = vals
-        self.before[row, new_slots] = before
+        flat = self.flat(np.int64(row), np.arange(end - n_new, end))
+        self.data[flat] = np.stack([new_ts.astype(np.float64), vals, before], axis=1)
         self.end[row] = end
         self.count[row] = n_new
+        self.newest_before[row] = before[-1]
+        self.total[row] = before[-1] + vals[-1]
+        self.rewritten[row] = True
         return LATE
+
+    def recent(self, rows: IntArray, m: int) -> tuple[IntArray, FloatArray, BoolArray]:
+        """The last `m` slots of each row, oldest first: ts (k, m), value (k, m), valid (k, m)."""
+        pos = self.end[rows][:, None] - m + np.arange(m)[None, :]
+        valid = pos >= (self.end[rows] - self.count[rows])[:, None]
+        d = self.data.take(self.flat(rows[:, None], pos).ravel(), axis=0).reshape(rows.shape[0], m, 3)
+        return d[:, :, TS].astype(np.int64), d[:, :, VAL], valid
 
     def last(self, row: int, n: int, until_ts: int | None = None) -> list[tuple[int, float]]:
         """Up to `n` most recent (ts, value) of one row, oldest first, optionally up to a ts."""
         end, count = int(self.end[row]), int(self.count[row])
-        newest = int(self.ts[row, (end - 1) % self.capacity]) if count else 0
+        if count == 0:
+            return []
+        newest = int(self.last_ts[row])
         if until_ts is None or until_ts >= newest:
-            count = min(count, n)  # the common case: the change is at the newest reading
-            until_ts = None
-        slots = np.arange(end - count, end) % self.capacity
-        ts = self.ts[row, slots]
-        vals = self.value[row, slots]
+            # the common case (a change at the newest reading): read only the slots needed
+            k = min(n, count)
+            d = self.data.take(self.flat(np.int64(row), np.arange(end - k, end)), axis=0)
+            return [(int(a), float(b)) for a, b in zip(d[:, TS], d[:, VAL], strict=True)]
+        ts, vals, _ = self.row(row)
         if until_ts is not None:
             k = int(np.searchsorted(ts, until_ts, side="right"))
             ts, vals = ts[:k], vals[:k]

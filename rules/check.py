@@ -7,8 +7,9 @@ from pathlib import Path
 from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
 from ews.yamlfile import ConfigError
-from rules.binding import bind
+from rules.binding import bind, bind_fault
 from rules.loader import collect
+from rules.model import RuleSpec
 
 
 def check_file(
@@ -37,11 +38,13 @@ def check_file(
     if problems:
         return lines
     for f in files:
-        for spec in f.rules:
-            where = f"{f.file}:{spec.line}: rules.{spec.id}"
+        for spec in f.specs():
+            section = "rules" if isinstance(spec, RuleSpec) else "faults"
+            where = f"{f.file}:{spec.line}: {section}.{spec.id}"
             if regions is not None:
                 lines += [f"{where}: region {code} is not in the region registry"
                           for code in spec.select.regions if code not in regions]
             if sensors is not None:
-                lines += [f"{where}: {msg}" for msg in bind(spec, sensors)[1]]
+                found = bind(spec, sensors)[1] if isinstance(spec, RuleSpec) else bind_fault(spec, sensors)[1]
+                lines += [f"{where}: {msg}" for msg in found]
     return lines

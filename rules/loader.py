@@ -5,20 +5,24 @@ together with file, line and reason; a set with any problem is rejected as a who
 caller keeps the previous rules in force.
 
 Profiles: a file may declare ``profile: NAME``. Files without a profile always apply; the
-files of the chosen profile apply on top, and their rules replace base rules with the same id
-(the packaged ``guangdong`` profile replaces the national rainstorm rule by one without blue);
-a replacing rule with ``enabled: false`` switches the base rule off for that profile.
+files of the chosen profiles apply on top, in the order the profiles are given (a regional
+variant, then the season, then a special event chosen by hand), and their rules replace
+earlier rules with the same id (the packaged ``guangdong`` profile replaces the national
+rainstorm rule by one without blue); a replacing rule with ``enabled: false`` switches the
+earlier rule off. Hazard rules (``rules:``) and device-fault rules (``faults:``) share one id
+space, since a warning is identified by (rule id, subject).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ews.yamlfile import ConfigError, LoadedYaml, Problem, parse_yaml, validate_doc
-from rules.compile import compile_rule
-from rules.model import RuleSet, RulesFileIn, RuleSpec
+from rules.compile import compile_fault, compile_rule
+from rules.model import FaultSpec, RuleSet, RulesFileIn, RuleSpec
 
 DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
 
@@ -30,6 +34,11 @@ class RuleFile:
     profile: str | None
     rules: list[RuleSpec] = field(default_factory=list)
     doc: LoadedYaml | None = None
+    faults: list[FaultSpec] = field(default_factory=list)
+    digest: str = ""  # sha256 of the file's bytes: what changed, whatever `version` says
+
+    def specs(self) -> list[RuleSpec | FaultSpec]:
+        return [*self.rules, *self.faults]
 
 
 def rule_files(path: Path | None) -> list[Path]:
@@ -58,13 +67,18 @@ def read_rule_file(path: Path) -> tuple[RuleFile | None, list[Problem]]:
     except ConfigError as exc:
         return None, exc.problems
     version = model.version or hashlib.sha256(raw).hexdigest()[:12]
-    out = RuleFile(str(path), version, model.profile, doc=doc)
+    out = RuleFile(str(path), version, model.profile, doc=doc, digest=hashlib.sha256(raw).hexdigest())
     problems: list[Problem] = []
     for i, rule in enumerate(model.rules):
         spec, found = compile_rule(rule, doc, ("rules", i), version, model.profile)
         problems += found
         if spec is not None:
             out.rules.append(spec)
+    for i, fault in enumerate(model.faults):
+        fspec, found = compile_fault(fault, doc, ("faults", i), version, model.profile)
+        problems += found
+        if fspec is not None:
+            out.faults.append(fspec)
     return out, problems
 
 
@@ -73,7 +87,7 @@ def _duplicates(files: list[RuleFile]) -> list[Problem]:
     problems = []
     seen: dict[tuple[str | None, str], str] = {}
     for f in files:
-        for spec in f.rules:
+        for spec in f.specs():
             key = (f.profile, spec.id)
             if key in seen:
                 layer = f"profile {f.profile}" if f.profile else "the base rules"
@@ -110,24 +124,38 @@ def combined_version(files: list[RuleFile]) -> str:
     return h.hexdigest()[:12]
 
 
-def load_rules(path: Path | None = None, profile: str | None = None) -> RuleSet:
-    """The rules under `path` (None: the packaged defaults) for `profile` (None: base only)."""
+def profile_list(profile: str | Sequence[str] | None) -> list[str]:
+    if profile is None:
+        return []
+    return [profile] if isinstance(profile, str) else list(dict.fromkeys(profile))
+
+
+def load_rules(path: Path | None = None, profile: str | Sequence[str] | None = None) -> RuleSet:
+    """The rules under `path` (None: the packaged defaults) for the given profile(s)."""
     files, problems = collect(path)
     if problems:
         raise ConfigError(problems)
-    profiles = {f.profile for f in files if f.profile}
-    if profile is not None and profile not in profiles:
-        where = str(DEFAULTS_DIR if path is None else path)
-        known = ", ".join(sorted(profiles)) or "none"
+    return assemble(files, profile_list(profile), str(DEFAULTS_DIR if path is None else path))
+
+
+def assemble(files: list[RuleFile], profiles: list[str], where: str) -> RuleSet:
+    known = {f.profile for f in files if f.profile}
+    unknown = [p for p in profiles if p not in known]
+    if unknown:
+        names = ", ".join(sorted(known)) or "none"
         raise ConfigError([Problem(where, None, "profile",
-                                   f"unknown profile {profile!r}; profiles here: {known}")])
-    used = [f for f in files if f.profile is None or f.profile == profile]
-    by_id: dict[str, RuleSpec] = {}
-    for f in sorted(used, key=lambda f: f.profile is not None):
-        for spec in f.rules:
-            by_id[spec.id] = spec  # profile files come last and replace base rules
+                                   f"unknown profile {unknown[0]!r}; profiles here: {names}")])
+    layer: dict[str | None, int] = {None: 0, **{p: i + 1 for i, p in enumerate(profiles)}}
+    used = sorted((f for f in files if f.profile in layer), key=lambda f: layer[f.profile])
+    by_id: dict[str, RuleSpec | FaultSpec] = {}
+    for f in used:
+        for spec in f.specs():
+            by_id[spec.id] = spec  # later layers replace earlier rules, in their place
     return RuleSet(
         version=combined_version(used),
-        rules=[r for r in by_id.values() if r.enabled],
+        rules=[r for r in by_id.values() if isinstance(r, RuleSpec) and r.enabled],
         files=[f.file for f in used],
+        faults=[r for r in by_id.values() if isinstance(r, FaultSpec) and r.enabled],
+        profiles=tuple(profiles),
+        digest=hashlib.sha256("".join(f"{f.file}={f.digest}\n" for f in used).encode()).hexdigest(),
     )

@@ -12,7 +12,7 @@ from ews.levels import Level
 from ews.models import LevelChange, ReadingBatch
 from ews.sensors import Sensor, SensorRegistry
 from rules.engine import RuleEngine
-from rules.loader import load_rules
+from rules.loader import DEFAULTS_DIR, load_rules
 
 H = 3_600_000
 M5 = 300_000
@@ -151,7 +151,7 @@ def test_same_changes_whatever_the_batching() -> None:
     random_split = run(RuleEngine(rules, SensorRegistry(sensors)), with_dups, cuts)
     no_dups = run(RuleEngine(rules, SensorRegistry(sensors)), readings)
     assert len(whole) > 10
-    assert {c.rule_id for c in whole} == {"rainstorm", "river_level", "gas"}
+    assert {"rainstorm", "river_level", "river_rise", "river_forecast", "gas"} <= {c.rule_id for c in whole}
     expected = sorted(map(key, whole))
     assert sorted(map(key, one_by_one)) == expected
     assert sorted(map(key, random_split)) == expected
@@ -163,7 +163,9 @@ def test_water_level_uses_each_stations_own_thresholds() -> None:
         sensor("WL-A", "water_level", warning_level=5.0, guarantee_level=6.0, historical_max=7.0),
         sensor("WL-B", "water_level", warning_level=8.0, guarantee_level=9.0, historical_max=9.5),
     ])
-    engine = RuleEngine(load_rules(None), reg)
+    # the water-level rules alone: these jumps of more than 1 m per reading are spikes to the
+    # device-fault defaults
+    engine = RuleEngine(load_rules(DEFAULTS_DIR / "water_level.yaml"), reg)
     values = [4.6, 4.7, 5.0, 4.97, 4.94, 6.2, 7.0, 8.0, 9.6, 3.0]
     # station A (blue 4.7, yellow 5, orange 6, red 7; hysteresis 0.05):
     # 4.97 stays yellow inside its band [4.95, 5); 4.94 falls to blue
@@ -189,11 +191,15 @@ def test_missing_parameter_skips_only_that_sensor() -> None:
         sensor("RG-1", "rain"),
     ])
     engine = RuleEngine(load_rules(None), reg)
-    assert len(engine.bind_problems) == 2
-    bad = next(p for p in engine.bind_problems if "WL-BAD" in p)
+    river = [p for p in engine.bind_problems if p.startswith("rule river_level:")]
+    assert len(river) == 2
+    bad = next(p for p in river if "WL-BAD" in p)
     assert "river_level" in bad and "historical_max" in bad
-    assert any("WL-ODD" in p and "ascend" in p for p in engine.bind_problems)
-    changes = engine.process(ReadingBatch.of([0, 1, 2, 3], [T0] * 4, [6.5, 6.5, 6.5, 60.0]))
+    assert any("WL-ODD" in p and "ascend" in p for p in river)
+    # other rules needing the missing parameter skip the sensor too; none skips WL-OK
+    assert any(p.startswith("rule water_level_range:") and "WL-BAD" in p for p in engine.bind_problems)
+    assert not any("WL-OK" in p for p in engine.bind_problems)
+    changes = engine.process(ReadingBatch.of([0, 1, 2, 3], [T0] * 4, [6.5, 6.5, 6.5, 50.0]))
     assert sorted((c.subject, c.after) for c in changes) == [
         ("RG-1", Level.ORANGE), ("WL-OK", Level.ORANGE)]
 

@@ -1,0 +1,155 @@
+"""The rules engine at work in the pipeline: one lock, a timer, hot reload and the rebuild.
+
+`process` runs on the ingest worker; a timer thread polls the rule files and the profile
+calendar (hot reload) and judges silence (no data) on the wall clock, whether or not
+readings arrive. Both take the same lock, so a reload swaps the engine between two batches.
+Level changes from the timer go to `emit`, the same path readings' changes take.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ews import metrics
+from ews.config import Config, InfluxConfig, secret
+from ews.levels import Level
+from ews.models import LevelChange, ReadingBatch
+from ews.sensors import SensorRegistry
+from ingest.influx_v1 import InfluxV1
+from rules.engine import RuleEngine
+from rules.model import RuleSet
+from rules.profiles import active_profiles, beijing_today
+from rules.rebuild import RebuildStats, rebuild, reconcile
+from rules.reload import RuleWatcher
+from rules.transfer import carry_over
+
+log = logging.getLogger(__name__)
+Emit = Callable[[list[LevelChange]], None]
+
+
+class RuleRuntime:
+    def __init__(self, cfg: Config, sensors: SensorRegistry, clock: Callable[[], float] = time.time):
+        self.cfg = cfg.rule_engine
+        self.regional = cfg.rules_profile
+        self.sensors = sensors
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.watcher = RuleWatcher(cfg.rules, self.profiles_now)
+        self.engine = RuleEngine(self.watcher.ruleset, sensors, start_ms=self._now_ms())
+        for problem in self.engine.bind_problems:
+            log.warning("rule binding: %s", problem)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._down_since: float | None = None
+
+    @property
+    def ruleset(self) -> RuleSet:
+        return self.engine.ruleset
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def profiles_now(self) -> list[str]:
+        calendar = [(c.profile, c.from_, c.to) for c in self.cfg.calendar]
+        return active_profiles(self.regional, calendar, self.cfg.profiles, beijing_today(self.clock()))
+
+    def process(self, batch: ReadingBatch) -> list[LevelChange]:
+        with self.lock:
+            return self.engine.process(batch, now_ms=self._now_ms())
+
+    # --- start-up -----------------------------------------------------------------------------
+
+    def rebuild(self, influx_cfg: InfluxConfig, open_warnings: list[dict[str, Any]],
+                foreign: frozenset[str] = frozenset()) -> list[LevelChange]:
+        """Replay recent history, then the changes that line the store up with the engine."""
+        now = self._now_ms()
+        with self.lock:
+            if not self.cfg.rebuild:
+                # no history: the stored warnings stand until readings move them
+                self.engine.seed_open({(w["rule"], w["subject"]): Level(int(w["level"])) for w in open_warnings})
+                return []
+            influx = InfluxV1(influx_cfg.url, influx_cfg.database, influx_cfg.username,
+                              secret(influx_cfg.password_env), influx_cfg.timeout_s, secret(influx_cfg.token_env))
+            try:
+                stats: RebuildStats = rebuild(self.engine, influx, now, int(self.cfg.rebuild_lookback_h * 3.6e6))
+            finally:
+                influx.close()
+            log.info("rules state rebuilt from %d readings in %.2f s (%s)%s", stats.readings, stats.seconds,
+                     ", ".join(f"{k} {n}" for k, n in stats.kinds.items()) or "no history",
+                     f"; errors: {'; '.join(stats.errors)}" if stats.errors else "")
+            changes = reconcile(self.engine, open_warnings, now, foreign, stats.rebuilt)
+        if changes:
+            log.info("restart: %d level change(s) bring the stored warnings up to date", len(changes))
+        return changes
+
+    # --- the timer ------------------------------------------------------------------------------
+
+    def start(self, emit: Emit, feed_up: Callable[[], bool] = lambda: True) -> None:
+        period = min(self.cfg.nodata_interval_s, self.cfg.reload_interval_s or self.cfg.nodata_interval_s)
+
+        def loop() -> None:
+            last_nodata = last_reload = 0.0
+            while not self._stop.wait(period):
+                now = time.monotonic()
+                try:
+                    if self.cfg.reload_interval_s and now - last_reload >= self.cfg.reload_interval_s:
+                        last_reload = now
+                        changes = self.reload()
+                        if changes:
+                            emit(changes)
+                    if now - last_nodata >= self.cfg.nodata_interval_s:
+                        last_nodata = now
+                        changes = self.check_nodata(feed_up())
+                        if changes:
+                            emit(changes)
+                except Exception:
+                    log.exception("rules timer failed; it carries on")
+
+        self._thread = threading.Thread(target=loop, name="rules-timer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def check_nodata(self, connected: bool = True) -> list[LevelChange]:
+        """Judge silence now; the feed counts as down once the broker has been gone a while."""
+        wall = self.clock()
+        if connected:
+            self._down_since = None
+        elif self._down_since is None:
+            self._down_since = wall
+        feed_up = connected or wall - (self._down_since or wall) < self.cfg.feed_down_after_s
+        with self.lock:
+            return self.engine.check_nodata(int(wall * 1000), feed_up)
+
+    def reload(self, force: bool = False, count: bool = True) -> list[LevelChange]:
+        """Load changed rule files (or a new day's profiles) and carry the state over."""
+        ruleset = self.watcher.poll(force, count)
+        if ruleset is None:
+            return []
+        new = RuleEngine(ruleset, self.sensors, start_ms=self._now_ms())
+        for problem in new.bind_problems:
+            log.warning("rule binding: %s", problem)
+        with self.lock:
+            changes = carry_over(self.engine, new, self._now_ms())
+            self.engine = new
+        metrics.set_rules(ruleset.version, len(ruleset.rules) + len(ruleset.faults))
+        if changes:
+            log.info("rules %s: %d level change(s) from the new rules", ruleset.version, len(changes))
+        return changes
+
+    @property
+    def problems(self) -> list[str]:
+        """Why the last reload was rejected (file:line: field: reason), empty if it was not."""
+        return [str(p) for p in self.watcher.problems]
+
+    @property
+    def rules_path(self) -> Path | None:
+        return self.watcher.path

@@ -1,0 +1,271 @@
+"""Restart on the real servers: killed inside a 3-hour accumulation, the pipeline comes back to
+the level it would have reached without the restart, and notifies nothing twice.
+
+Expected levels come from the CMA definitions with plain loops over the readings sent.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+
+from ews.config import (
+    ChannelConfig,
+    Config,
+    InfluxConfig,
+    MqttConfig,
+    NotifierConfig,
+    RegistryConfig,
+    RuleEngineConfig,
+    sample_dir,
+)
+from ews.levels import Level
+from ews.models import ReadingBatch
+from ews.pipeline import Pipeline
+from ews.sensors import SensorRegistry
+from ews.servers import LocalServers, free_port
+from ingest.influx_v1 import InfluxV1
+from rules.runtime import RuleRuntime
+
+pytestmark = pytest.mark.integration
+STEP = 300_000
+LEVELS = ["none", "blue", "yellow", "orange", "red"]
+
+
+class Hook:
+    """A webhook receiver that keeps every delivery."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.bodies: list[dict[str, Any]] = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with outer.lock:
+                    outer.bodies.append(orjson.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def seen(self, rule: str = "rainstorm") -> list[tuple[str, str]]:
+        with self.lock:
+            return [(b["transition"], b["warning"]["level"]) for b in self.bodies if b["warning"]["rule"] == rule]
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    h = Hook()
+    yield h
+    h.server.shutdown()
+
+
+def wait_for(pred: Any, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def stored(db: InfluxV1) -> int:
+    try:
+        return db.count("rain")
+    except RuntimeError:  # the database is made by the pipeline's first write
+        return 0
+
+
+def cma(series: list[tuple[int, float]]) -> list[tuple[str, str]]:
+    """Transitions of the national rainstorm levels after each reading, with loops."""
+    out, cur = [], 0
+    for i, (t, _) in enumerate(series):
+        def s(h: int, t: int = t, i: int = i) -> float:
+            return round(sum(v for u, v in series[: i + 1] if u > t - h * 3_600_000), 6)
+
+        lv = 4 if s(3) >= 100 else 3 if s(3) >= 50 else 2 if s(6) >= 50 else 1 if s(12) >= 50 else 0
+        if lv != cur:
+            out.append(("open" if cur == 0 else "resolve" if lv == 0 else "raise" if lv > cur else "lower",
+                        LEVELS[lv] if lv else LEVELS[cur]))
+            cur = lv
+    return out
+
+
+def config_doc(servers: LocalServers, db: str, state: Path, hook: Hook, client_id: str) -> dict[str, Any]:
+    return {
+        "mqtt": {"host": "127.0.0.1", "port": servers.mqtt.port, "client_id": client_id,
+                 "subscriptions": ["ews/#"]},
+        "influxdb": {"url": servers.influx_url, "database": db, "flush_interval_s": 0.02},
+        "registries": {"regions": str(sample_dir() / "regions.yaml"), "sensors": str(sample_dir() / "sensors.yaml")},
+        "state_dir": str(state),
+        "notifiers": {"channels": [{"name": "webhook", "type": "webhook", "url": hook.url}]},
+    }
+
+
+class Run:
+    """`ews run` in a child process, killed with SIGKILL (no draining, no goodbye)."""
+
+    def __init__(self, cfg: Path, log: Path):
+        self.log = log
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "ews.cli", "run", "--config", str(cfg)],
+                                     stdout=subprocess.DEVNULL, stderr=log.open("ab"), env=env)
+        ok = wait_for(lambda: "subscribed" in log.read_text(encoding="utf-8", errors="replace")
+                      or self.proc.poll() is not None, 60)
+        assert ok and self.proc.poll() is None, log.read_text(encoding="utf-8", errors="replace")[-3000:]
+        time.sleep(0.3)  # let the broker take the subscription before anyone publishes
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def test_kill_inside_a_3h_accumulation(servers: LocalServers, influx_db: str, hook: Hook, tmp_path: Path) -> None:
+    doc = config_doc(servers, influx_db, tmp_path / "state", hook, "restart-pipeline")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    pipeline_cfg = Config.model_validate(doc)
+    gauge = next(s for s in yaml.safe_load((sample_dir() / "sensors.yaml").read_text(encoding="utf-8"))["sensors"]
+                 if s["kind"] == "rain")
+    c = gauge["community"]
+    topic = f"ews/{c[:6]}/{c[:9]}/{c}/rain/{gauge['id']}"
+    # 4 mm every 5 minutes for 3 hours, ending now: orange at 52 mm (13th reading), red at 100
+    start = (int(time.time() * 1000) - 36 * STEP) // STEP * STEP
+    series = [(start + k * STEP, 4.0) for k in range(36)]
+    want = cma(series)
+    assert want == [("open", "orange"), ("raise", "red")]
+    # without the rebuild the second half alone would reach 72 mm: orange again, never red
+    assert cma(series[18:]) == [("open", "orange")]
+
+    pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="restart-pub")
+    pub.connect("127.0.0.1", servers.mqtt.port)
+    pub.loop_start()
+    db = InfluxV1(servers.influx_url, influx_db)
+    log = tmp_path / "pipeline.log"
+    run = Run(cfg, log)
+    try:
+        for t, v in series[:18]:
+            pub.publish(topic, orjson.dumps({"ts": t, "value": v}), qos=1).wait_for_publish(5)
+        assert wait_for(lambda: stored(db) == 18 and hook.seen() == want[:1]), hook.seen()
+        run.kill()  # inside the accumulation: 72 mm in the last 90 minutes
+        for t, v in series[18:]:  # the broker keeps them for the pipeline's session
+            pub.publish(topic, orjson.dumps({"ts": t, "value": v}), qos=1).wait_for_publish(5)
+        run = Run(cfg, log)
+        assert wait_for(lambda: stored(db) == 36 and len(hook.seen()) >= 2), hook.seen()
+        time.sleep(1.0)  # anything repeated would arrive by now
+        assert hook.seen() == want  # open orange once, raise red once: nothing repeated
+        assert "rules state rebuilt from 18 readings" in log.read_text(encoding="utf-8")
+    finally:
+        run.stop()
+        pub.loop_stop()
+        db.close()
+
+    # the store agrees: one warning, at red, with its two transitions
+    check = Pipeline(pipeline_cfg.model_copy(update={"mqtt": MqttConfig(port=servers.mqtt.port,
+                                                                        client_id="restart-check")}))
+    try:
+        opened = check.warnings.open_warnings()
+        assert [(w["rule"], w["subject"], Level(int(w["level"]))) for w in opened
+                if w["rule"] == "rainstorm"] == [("rainstorm", gauge["id"], Level.RED)]
+        rain = next(w for w in opened if w["rule"] == "rainstorm")
+        assert [t["type"] for t in check.store.transitions(rain["id"])] == ["open", "raise"]
+        # rebuilt from the same history, the engine's levels are the open warnings
+        changes = check.rules.rebuild(check.cfg.influxdb, opened)
+        assert [ch for ch in changes if ch.kind != "device"] == []
+        levels = {k: v for k, v in check.engine.all_levels().items() if v > Level.NONE}
+        assert levels == {(w["rule"], w["subject"]): Level(int(w["level"])) for w in opened}
+    finally:
+        check.store.close()
+
+
+def test_reading_stored_but_never_evaluated_is_caught_on_start(
+    servers: LocalServers, influx_db: str, hook: Hook, tmp_path: Path
+) -> None:
+    """The process died after a reading reached InfluxDB and before the rules saw it."""
+    cfg = Config(
+        mqtt=MqttConfig(port=servers.mqtt.port, client_id="restart-missed"),
+        influxdb=InfluxConfig(url=servers.influx_url, database=influx_db, flush_interval_s=0.02),
+        registries=RegistryConfig(regions=sample_dir() / "regions.yaml", sensors=sample_dir() / "sensors.yaml"),
+        state_dir=tmp_path / "state",
+        notifiers=NotifierConfig(channels=[ChannelConfig(name="webhook", type="webhook", url=hook.url)]),
+    )
+    first = Pipeline(cfg)
+    gauge = first.sensors.of_kind("rain")[0]
+    start = (int(time.time() * 1000) - 25 * STEP) // STEP * STEP
+    series = [(start + k * STEP, 4.0) for k in range(25)]  # the 25th reading makes 100 mm: red
+
+    # the first 24 readings went the whole way (orange is open) ...
+    db = InfluxV1(servers.influx_url, influx_db)
+    db.create_database()
+    lines = "".join(f"rain,community={gauge.community},district={gauge.district},sensor={gauge.id},"
+                    f"street={gauge.street} value={v} {t}\n" for t, v in series).encode()
+    db.write(lines)  # ... and all 25 are in InfluxDB
+    idx = first.sensors.index[gauge.id]
+    first._apply(first.rules.process(ReadingBatch.of([idx] * 24, [t for t, _ in series[:24]], [4.0] * 24)),
+                 first.warnings)
+    assert [(w["rule"], Level(int(w["level"]))) for w in first.warnings.open_warnings()] == [
+        ("rainstorm", Level.ORANGE)]
+    first.store.close()
+    db.close()
+
+    again = Pipeline(cfg)
+    try:
+        changes = again.rules.rebuild(cfg.influxdb, again.warnings.open_warnings())
+        assert [(c.rule_id, c.before, c.after, c.value) for c in changes] == [
+            ("rainstorm", Level.ORANGE, Level.RED, 100.0)]
+        again._apply(changes, again.warnings)
+        assert [(w["rule"], Level(int(w["level"]))) for w in again.warnings.open_warnings()] == [
+            ("rainstorm", Level.RED)]
+    finally:
+        again.store.close()
+    third = Pipeline(cfg)  # and the next start finds nothing left to do
+    try:
+        assert third.rules.rebuild(cfg.influxdb, third.warnings.open_warnings()) == []
+    finally:
+        third.store.close()
+
+
+def test_unreachable_influxdb_leaves_the_stored_warnings_alone(tmp_path: Path) -> None:
+    """No history to read: start anyway, quickly, and judge nothing on empty windows."""
+    cfg = Config(influxdb=InfluxConfig(url=f"http://127.0.0.1:{free_port()}", database="nowhere", timeout_s=2),
+                 registries=RegistryConfig(regions=sample_dir() / "regions.yaml",
+                                           sensors=sample_dir() / "sensors.yaml"),
+                 rule_engine=RuleEngineConfig())
+    rt = RuleRuntime(cfg, SensorRegistry.load(sample_dir() / "sensors.yaml"))
+    stored = [{"rule": "rainstorm", "subject": "RG-0001", "level": 3, "kind": "rain", "community": "440106001004"},
+              {"rule": "no_data", "subject": "GS-0001", "level": 1, "kind": "device", "community": "440106001003"}]
+    t0 = time.monotonic()
+    assert rt.rebuild(cfg.influxdb, stored) == []
+    assert time.monotonic() - t0 < 10
+    assert rt.engine.all_levels()[("no_data", "GS-0001")] == Level.BLUE  # taken from the store
