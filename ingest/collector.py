@@ -1,45 +1,116 @@
 """The MQTT collector: receive, batch, store, acknowledge, hand on.
 
-The paho network thread only appends to a queue. One worker thread takes batches, decodes and
-validates them, writes accepted readings to InfluxDB, and only then acknowledges the messages to
-the broker (QoS 1, manual ack, persistent session): a reading is never acknowledged before it
-is stored, so a crash makes the broker redeliver it, and a redelivered duplicate lands on the
-same series and timestamp. Rejections go to the dead-letter topic, a metric and a log line.
+Four threads, so that each stage works while the next one waits for I/O or the GIL:
+
+- paho's network thread only appends (topic, payload, packet id, connection) to a queue;
+- the decode thread takes a batch (up to `batch_size` messages or `batch_bytes`, lingering at
+  most `flush_interval_s` at low rates), validates it against the registry into numpy columns
+  and builds its line protocol, while the previous batch is still being written;
+- the write thread makes the batch durable (InfluxDB within the deadline, else the fsync'ed
+  spool: `ingest/sink.py`), publishes its rejections to the dead-letter topic, acknowledges
+  all its messages to the broker in one packet, and only then hands the readings on;
+- the rules thread runs `on_readings` (the rules engine and the warning lifecycle), through
+  the reorder buffer when `ingest.reorder_s` is set, and raises unregistered-sensor warnings.
+
+Each hand-over is bounded (two batches), so a slow stage holds the broker back instead of
+filling memory; an acknowledged reading that the process dies before evaluating is in
+InfluxDB, from which the rules rebuild their state at start-up.
+
+A message is never acknowledged before its readings are durable (QoS 1, manual ack,
+persistent session), so a crash makes the broker redeliver it, and a redelivered duplicate
+lands on the same series and timestamp. Packet ids of an earlier connection are never
+acknowledged on a later one: the broker redelivers those messages instead.
+
+Drill readings (topics under `mqtt.drill_root`) are read as the live topic they mirror, stored
+in their own database with their own spool, and reach the rules as drill batches.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from ews import metrics
-from ews.config import InfluxConfig, MqttConfig, secret
-from ews.models import ReadingBatch
-from ingest.influx_v1 import InfluxV1, WriteError
-from ingest.lineproto import LineBuilder
-from ingest.process import MessageProcessor, Outcome
+from ews.config import InfluxConfig, IngestConfig, MqttConfig, secret
+from ews.levels import Level
+from ews.models import LevelChange, ReadingBatch
+from ingest.influx_v1 import InfluxV1
+from ingest.lineproto import LineBuilder, unregistered_lines
+from ingest.mqttclient import Client, ack_many, connect_async, make_client
+from ingest.process import MessageProcessor, Outcome, Unregistered
 from ingest.reasons import Rejection
+from ingest.reorder import ReorderBuffer
+from ingest.sink import LineWriter, Sink, Stopped
+from ingest.spool import Spool
 
 log = logging.getLogger(__name__)
 
+# topic as paho received it (bytes), payload, packet id (0 under QoS 0), connection generation
+Msg = tuple[bytes, bytes, int, int]
+UNREGISTERED_RULE = "unregistered_sensor"
+MAX_UNREGISTERED_WARNED = 10_000  # distinct unregistered ids warned about per process
+
+
+def make_writer(cfg: InfluxConfig, database: str) -> LineWriter:
+    token = secret(cfg.token_env)
+    password = secret(cfg.password_env)
+    if cfg.api == "v2":
+        from ingest.influx_v2 import InfluxV2
+
+        return InfluxV2(cfg.url, cfg.bucket or database, cfg.org, token, cfg.username, password,
+                        cfg.write_deadline_s)
+    return InfluxV1(cfg.url, database, cfg.username, password, cfg.timeout_s, token, cfg.write_deadline_s)
+
+
+class LogLimit:
+    """At most `per_window` log lines per key (reason) a minute: a flood of bad input is counted
+    in full in the metric and on the dead-letter topic, but must not drown the log."""
+
+    def __init__(self, per_window: int = 20, window_s: float = 60.0):
+        self.per_window = per_window
+        self.window_s = window_s
+        self._seen: dict[str, tuple[float, int]] = {}  # key -> (window start, lines in it)
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        start, n = self._seen.get(key, (now, 0))
+        if now - start >= self.window_s:
+            if n > self.per_window:
+                log.warning("%d more %s rejections in the last %.0f s were not logged one by one",
+                            n - self.per_window, key, now - start)
+            start, n = now, 0
+        self._seen[key] = (start, n + 1)
+        if n == self.per_window:
+            log.warning("more than %d %s rejections a minute: logging a summary instead", n, key)
+        return n < self.per_window
+
 
 @dataclass(slots=True)
-class _Msg:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    generation: int
+class _Lane:
+    drill: bool
+    lines: bytes
+    readings: int
+    outcome: Outcome
+
+
+@dataclass(slots=True)
+class _Work:
+    lanes: list[_Lane]
+    mids: list[int]
+    generations: list[int]
+    now_ms: int
 
 
 class Collector:
@@ -49,44 +120,65 @@ class Collector:
         influx_cfg: InfluxConfig,
         processor: MessageProcessor,
         on_readings: Callable[[ReadingBatch], None] | None = None,
+        ingest_cfg: IngestConfig | None = None,
+        spool_dir: Path | None = None,
+        on_device: Callable[[list[LevelChange]], Any] | None = None,
     ):
         self.cfg = mqtt_cfg
         self.influx_cfg = influx_cfg
+        self.ingest_cfg = ingest_cfg = ingest_cfg or IngestConfig()
         self.processor = processor
         self.builder = LineBuilder(processor.sensors)
-        self.kind_of = [s.kind for s in processor.sensors.sensors]
+        kinds = sorted(processor.sensors.kinds)
+        self._kind_names = kinds
+        self._kind_of = np.array([kinds.index(s.kind) for s in processor.sensors.sensors], np.int64)
         self.on_readings = on_readings
-        self.influx = InfluxV1(
-            influx_cfg.url, influx_cfg.database, influx_cfg.username, secret(influx_cfg.password_env),
-            influx_cfg.timeout_s,
-        )
-        self._queue: deque[_Msg] = deque()
-        self._wake = threading.Event()
+        self.on_device = on_device
         self._stop = threading.Event()
+        folder = Path(spool_dir or ingest_cfg.spool_dir or Path(".state/pipeline/spool"))
+        self.sinks = {False: self._sink(influx_cfg.database, folder, "main")}
+        if mqtt_cfg.drill_root:
+            # drill readings are kept apart, never in the real series
+            drill_db = influx_cfg.drill_database or f"{influx_cfg.database}_drill"
+            self.sinks[True] = self._sink(drill_db, folder / "drill", "drill")
+        self._drill_prefix = f"{mqtt_cfg.drill_root}/".encode() if mqtt_cfg.drill_root else None
+        self._queue: deque[Msg] = deque()
+        self._received_bytes = 0  # written by the network thread only
+        self._taken_bytes = 0  # written by the decode thread only
+        self._taken = 0  # messages taken by the decode thread
+        self._done = 0  # messages finished by the write thread
+        self._idle = False
+        self._wake = threading.Event()
+        self._work: queue.Queue[_Work | None] = queue.Queue()
+        # at most two batches between taking and finishing: one written, one decoded meanwhile
+        self._slots = threading.Semaphore(2)
         self._generation = 0
         self._connected = threading.Event()
-        self._worker: threading.Thread | None = None
-        self.stats = {"messages": 0, "readings": 0, "rejected": 0, "batches": 0}
-        self.client = self._make_client()
+        self._threads: list[threading.Thread] = []
+        self._warned: set[str] = set()
+        self._log_limit = LogLimit()
+        hold = ingest_cfg.reorder_s
+        self._reorder = {d: ReorderBuffer(hold, d) for d in (False, True)} if hold > 0 else None
+        # stored readings on their way to the rules; bounded, so slow rules hold the broker back
+        self._to_rules_q: queue.Queue[ReadingBatch | list[Unregistered] | None] = queue.Queue(maxsize=2)
+        self._to_rules = 0  # readings handed over (write thread)
+        self._rules_done = 0  # readings evaluated (rules thread)
+        self.stats = {"messages": 0, "readings": 0, "rejected": 0, "batches": 0, "spooled": 0, "late": 0,
+                      "unregistered": 0}
+        self.client = make_client(mqtt_cfg)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        if isinstance(self.client, Client):
+            self.client.on_publish_raw = self._on_publish_raw
 
-    # --- MQTT -------------------------------------------------------------------------------
+    def _sink(self, database: str, folder: Path, target: str) -> Sink:
+        spool = Spool(folder, self.ingest_cfg.spool_max_bytes, self.ingest_cfg.spool_warn_fraction, target)
+        return Sink(make_writer(self.influx_cfg, database), spool, self._stop,
+                    create_database=self.influx_cfg.create_database,
+                    concurrency=self.influx_cfg.write_concurrency)
 
-    def _make_client(self) -> mqtt.Client:
-        c = mqtt.Client(
-            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-            client_id=self.cfg.client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
-        if self.cfg.username:
-            c.username_pw_set(self.cfg.username, secret(self.cfg.password_env))
-        c.max_inflight_messages_set(1000)
-        c.max_queued_messages_set(0)
-        c.reconnect_delay_set(min_delay=1, max_delay=30)
-        c.on_connect = self._on_connect
-        c.on_disconnect = self._on_disconnect
-        c.on_message = self._on_message
-        return c
+    # --- MQTT (network thread) ----------------------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, rc: Any, _props: Any) -> None:
         if rc.is_failure:
@@ -94,9 +186,17 @@ class Collector:
             return
         # a new connection: packet ids of messages received before it are no longer ours to ack
         self._generation += 1
-        client.subscribe([(f, mqtt.SubscribeOptions(qos=1)) for f in self.cfg.subscriptions])
+        client.subscribe([(f, 1) for f in self.subscriptions])
         self._connected.set()
-        log.info("MQTT connected to %s:%d, subscribed %s", self.cfg.host, self.cfg.port, self.cfg.subscriptions)
+        log.info("MQTT connected to %s:%d (MQTT %s, session kept), subscribed %s",
+                 self.cfg.host, self.cfg.port, self.cfg.protocol, self.subscriptions)
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """The configured filters and, for drills, the same filters under the drill root."""
+        root = self.cfg.drill_root
+        mirrored = [f"{root}/{f[4:]}" for f in self.cfg.subscriptions if root and f.startswith("ews/")]
+        return [*self.cfg.subscriptions, *mirrored]
 
     def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _flags: Any, rc: Any, _props: Any) -> None:
         self._connected.clear()
@@ -104,130 +204,279 @@ class Collector:
             log.warning("MQTT disconnected (%s); reconnecting with backoff", rc)
 
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            topic = msg._topic.decode("utf-8", errors="replace")
-        self._queue.append(_Msg(topic, bytes(msg.payload), msg.mid, msg.qos, self._generation))
-        self._wake.set()
+        # the raw topic bytes: `msg.topic` would decode them on every access
+        payload = bytes(msg.payload) if msg.payload.__class__ is not bytes else msg.payload
+        self._queue.append((msg._topic, payload, msg.mid if msg.qos else 0, self._generation))
+        self._received_bytes += len(payload)
+        if self._received_bytes - self._taken_bytes > self.ingest_cfg.queue_max_bytes:
+            self._backpressure()
+        if self._idle:
+            self._wake.set()
+
+    def _on_publish_raw(self, topic: bytes, payload: bytes, mid: int) -> None:
+        self._queue.append((topic, payload, mid, self._generation))
+        self._received_bytes += len(payload)
+        if self._received_bytes - self._taken_bytes > self.ingest_cfg.queue_max_bytes:
+            self._backpressure()
+        if self._idle:
+            self._wake.set()
+
+    def _backpressure(self) -> None:
+        # not reading the socket makes TCP hold the broker back; nothing is lost or acked
+        t0 = time.monotonic()
+        while (self._received_bytes - self._taken_bytes > self.ingest_cfg.queue_max_bytes
+               and not self._stop.is_set()):
+            self._wake.set()
+            time.sleep(0.005)
+        metrics.BACKPRESSURE_SECONDS.inc(time.monotonic() - t0)
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain)
 
-    # --- lifecycle --------------------------------------------------------------------------
+    # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self, wait_connected_s: float = 10.0) -> None:
-        if self.influx_cfg.create_database:
-            self._retry_forever("create database", self.influx.create_database)
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.cfg.session_expiry_s
-        self.client.connect_async(
-            self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s, clean_start=False, properties=props
-        )
+        connect_async(self.client, self.cfg)
         self.client.loop_start()
-        self._worker = threading.Thread(target=self._run, name="ingest-worker", daemon=True)
-        self._worker.start()
+        for name, fn in (("ingest-decode", self._decode_loop), ("ingest-write", self._write_loop),
+                         ("ingest-rules", self._rules_loop)):
+            t = threading.Thread(target=fn, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
         if not self._connected.wait(wait_connected_s):
             log.warning("MQTT broker %s:%d not reachable yet; still trying", self.cfg.host, self.cfg.port)
 
     def stop(self, drain_s: float = 10.0) -> None:
-        """Process what is queued (up to drain_s), then disconnect."""
+        """Finish what was received (up to drain_s), then disconnect; the rest stays unacked."""
         deadline = time.monotonic() + drain_s
-        while self._queue and time.monotonic() < deadline:
+        while self.pending and time.monotonic() < deadline:
             time.sleep(0.02)
         self._stop.set()
         self._wake.set()
-        if self._worker is not None:
-            self._worker.join(timeout=drain_s)
+        for t in self._threads:
+            t.join(timeout=max(1.0, deadline - time.monotonic()))
         self.client.disconnect()
         self.client.loop_stop()
-        self.influx.close()
+        for sink in self.sinks.values():
+            sink.close()
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        """Messages received and not yet finished (stored, acknowledged, evaluated)."""
+        return len(self._queue) + self._taken - self._done + self._to_rules - self._rules_done
 
-    # --- worker -----------------------------------------------------------------------------
+    # --- decode thread --------------------------------------------------------------------------
 
-    def _take(self) -> list[_Msg]:
-        if not self._queue:
-            self._wake.wait(0.5)
+    def _take(self) -> list[Msg]:
+        q = self._queue
+        if not q:
+            self._idle = True
+            if not q:
+                self._wake.wait(0.2)
             self._wake.clear()
-        if not self._queue:
-            return []
-        # linger briefly at low rates so one HTTP write carries more than one reading
-        linger_until = time.monotonic() + self.influx_cfg.flush_interval_s
-        while len(self._queue) < self.influx_cfg.batch_size and time.monotonic() < linger_until:
-            time.sleep(0.005)
-        n = min(len(self._queue), self.influx_cfg.batch_size)
-        return [self._queue.popleft() for _ in range(n)]
+            self._idle = False
+            if not q:
+                return []
+        cfg = self.influx_cfg
+        # linger briefly at low rates so one write carries more than a few readings
+        linger_until = time.monotonic() + cfg.flush_interval_s
+        while (len(q) < cfg.batch_size and self._received_bytes - self._taken_bytes < cfg.batch_bytes
+               and time.monotonic() < linger_until and not self._stop.is_set()):
+            time.sleep(0.002)
+        out: list[Msg] = []
+        size = 0
+        while q and len(out) < cfg.batch_size and size < cfg.batch_bytes:
+            m = q.popleft()
+            out.append(m)
+            size += len(m[1])
+        self._taken_bytes += size
+        self._taken += len(out)
+        return out
 
-    def _run(self) -> None:
+    def _decode_loop(self) -> None:
         while not (self._stop.is_set() and not self._queue):
+            if not self._slots.acquire(timeout=0.2):
+                continue
             batch = self._take()
             metrics.QUEUE_DEPTH.set(len(self._queue))
+            metrics.QUEUE_BYTES.set(self._received_bytes - self._taken_bytes)
             if not batch:
+                self._slots.release()
                 continue
             try:
-                self._handle(batch)
+                self._work.put(self._prepare(batch))
             except Exception:  # the worker must outlive any bug in one batch
                 metrics.PIPELINE_ERRORS.labels("ingest").inc()
                 log.exception("ingest batch of %d messages failed; they stay unacknowledged", len(batch))
+                self._done += len(batch)
+                self._slots.release()
+        self._work.put(None)
 
-    def _handle(self, batch: list[_Msg]) -> None:
+    def _prepare(self, batch: list[Msg]) -> _Work:
         now_ms = int(time.time() * 1000)
-        outcome = self.processor.process([(m.topic, m.payload) for m in batch], now_ms)
-        acc = outcome.accepted
-        if len(acc):
-            lines = self.builder.build(
-                acc.sensor, acc.ts_ms, acc.value,
-                acc.battery if acc.has_health else None, acc.rssi if acc.has_health else None,
-            )
-            self._retry_forever("write to InfluxDB", lambda: self._write(lines))
-        for r in outcome.rejections:
-            self._reject(r)
-        self._ack(batch)
-        self._count(batch, outcome, now_ms)
-        if len(acc) and self.on_readings is not None:
-            try:
-                self.on_readings(acc.to_batch())
-            except Exception:
-                metrics.PIPELINE_ERRORS.labels("rules").inc()
-                log.exception("rules/warnings stage failed on a batch of %d readings", len(acc))
+        prefix = self._drill_prefix
+        lanes = []
+        if prefix is not None and any(m[0].startswith(prefix) for m in batch):
+            # a drill topic is read as the live topic it mirrors: ews-drill/440106/... -> ews/440106/...
+            cut = len(prefix)
+            real = [m for m in batch if not m[0].startswith(prefix)]
+            drill = [(b"ews/" + m[0][cut:], m[1]) for m in batch if m[0].startswith(prefix)]
+            if real:
+                lanes.append(self._lane(real, False, now_ms))
+            lanes.append(self._lane(drill, True, now_ms))
+        else:
+            lanes.append(self._lane(batch, False, now_ms))
+        return _Work(lanes, [m[2] for m in batch], [m[3] for m in batch], now_ms)
 
-    def _write(self, lines: bytes) -> None:
-        with metrics.WRITE_SECONDS.time():
-            self.influx.write(lines)
+    def _lane(self, msgs: list[Any], drill: bool, now_ms: int) -> _Lane:
+        o = self.processor.process(msgs, now_ms)
+        lines = self.builder.build(o.sensor, o.ts_ms, o.value, o.battery, o.rssi)
+        if o.unregistered:
+            lines += unregistered_lines([(u.sensor, u.kind, u.community, u.ts_ms, u.value) for u in o.unregistered])
+        return _Lane(drill, lines, len(o) + len(o.unregistered), o)
 
-    def _retry_forever(self, what: str, fn: Callable[[], None]) -> None:
-        delay = 0.2
+    # --- write thread ---------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
         while True:
             try:
-                fn()
+                work = self._work.get(timeout=0.5)
+            except queue.Empty:
+                for sink in self.sinks.values():
+                    try:
+                        sink.drain()
+                    except Exception:
+                        log.exception("spool replay failed")
+                continue
+            if work is None:
+                self._to_rules_q.put(None)
                 return
-            except WriteError as exc:
-                metrics.WRITE_ERRORS.inc()
-                if not exc.retryable:
-                    # a 4xx on well-formed line protocol is a bug or a schema conflict; keep
-                    # the messages unacknowledged and let the operator see it
-                    log.error("%s failed and will not succeed by retrying: %s", what, exc)
-                log.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
-            except Exception as exc:
-                metrics.WRITE_ERRORS.inc()
-                log.warning("%s failed (%r); retrying in %.1f s", what, exc, delay)
-            if self._stop.wait(delay):
-                raise RuntimeError(f"stopped while trying to {what}")
-            delay = min(delay * 2, 10.0)
+            try:
+                self._finish(work)
+            except Stopped:
+                log.warning("stopped before %d messages were stored; the broker redelivers them", len(work.mids))
+            except Exception:
+                metrics.PIPELINE_ERRORS.labels("ingest").inc()
+                log.exception("storing a batch of %d messages failed; they stay unacknowledged", len(work.mids))
+            finally:
+                self._done += len(work.mids)
+                self._slots.release()
 
-    def _ack(self, batch: list[_Msg]) -> None:
+    def _finish(self, work: _Work) -> None:
+        for lane in work.lanes:
+            if lane.readings and self.sinks[lane.drill].store(lane.lines, lane.readings) == "spooled":
+                self.stats["spooled"] += lane.readings
+        for lane in work.lanes:
+            for r in lane.outcome.rejections:
+                self._reject(r, lane.drill)
+        self._ack(work)
+        for lane in work.lanes:
+            self._count(lane, work.now_ms)
+        self.stats["messages"] += len(work.mids)
+        self.stats["batches"] += 1
+        metrics.MESSAGES.inc(len(work.mids))
+        metrics.BATCHES.inc()
+        metrics.BATCH_SIZE.observe(len(work.mids))
+        for lane in work.lanes:
+            self._hand_on(lane)
+
+    def _ack(self, work: _Work) -> None:
         gen = self._generation
-        for m in batch:
-            if m.qos > 0 and m.generation == gen:
-                self.client.ack(m.mid, m.qos)
+        mids = [m for m, g in zip(work.mids, work.generations, strict=True) if m and g == gen]
+        ack_many(self.client, mids)
+        metrics.ACKS.inc(len(mids))
 
-    def _reject(self, r: Rejection) -> None:
+    def _hand_on(self, lane: _Lane) -> None:
+        """Stored and acknowledged: on to the rules thread (which may wait; the next batch is
+        written meanwhile). A full hand-over queue makes this wait, and the broker with it."""
+        o = lane.outcome
+        if self.on_readings is not None and o.evaluate.any():
+            batch = o.for_rules(lane.drill)
+            self._to_rules += len(batch)
+            self._to_rules_q.put(batch)
+        if o.unregistered and not lane.drill:
+            # a drill's unregistered sensor is stored in the drill database, but warns nobody
+            self._to_rules_q.put(o.unregistered)
+
+    # --- rules thread ---------------------------------------------------------------------------
+
+    def _rules_loop(self) -> None:
+        while True:
+            timeout = 0.5
+            if self._reorder:
+                due = [t for b in self._reorder.values() if (t := b.next_due()) is not None]
+                if due:
+                    timeout = min(timeout, max(0.0, min(due) - time.monotonic()))
+            try:
+                item = self._to_rules_q.get(timeout=timeout)
+            except queue.Empty:
+                self._release()
+                continue
+            if item is None:
+                self._release(everything=True)
+                return
+            try:
+                if isinstance(item, ReadingBatch):
+                    if self._reorder:
+                        self._reorder[item.drill].add(item, time.monotonic())
+                        self._release()
+                    else:
+                        self._evaluate(item)
+                else:
+                    self._unregistered(item)
+            except Exception:  # the thread must outlive any bug in one batch
+                metrics.PIPELINE_ERRORS.labels("rules").inc()
+                log.exception("handing %s to the rules failed", type(item).__name__)
+
+    def _evaluate(self, batch: ReadingBatch) -> None:
+        assert self.on_readings is not None
+        try:
+            self.on_readings(batch)
+        except Exception:
+            metrics.PIPELINE_ERRORS.labels("rules").inc()
+            log.exception("rules/warnings stage failed on a batch of %d readings", len(batch))
+        finally:
+            self._rules_done += len(batch)
+
+    def _release(self, everything: bool = False) -> None:
+        """Hand the readings the reorder buffers let go of to the rules."""
+        if not self._reorder:
+            return
+        now = time.monotonic()
+        for buffer in self._reorder.values():
+            batch = buffer.release(now, everything)
+            if batch is not None and len(batch):
+                self._evaluate(batch)
+
+    def _unregistered(self, rows: list[Unregistered]) -> None:
+        changes = []
+        for u in rows:
+            key = u.sensor
+            if key in self._warned or len(self._warned) >= MAX_UNREGISTERED_WARNED:
+                continue
+            self._warned.add(key)
+            log.warning("unregistered sensor %s (%s) publishes in community %s; its readings are stored "
+                        "under measurement 'unregistered'", u.sensor, u.kind, u.community)
+            unit = self.processor.sensors.kinds[u.kind].unit
+            changes.append(LevelChange(
+                rule_id=UNREGISTERED_RULE, rule_version="1", kind="device", subject=u.sensor,
+                community=u.community, measure=UNREGISTERED_RULE, unit=unit, before=Level.NONE,
+                after=Level.BLUE, value=u.value, threshold=None, event_ts_ms=u.ts_ms,
+                readings=[(u.ts_ms, u.value)], rule_name="未登记传感器上报数据",
+            ))
+        if changes and self.on_device is not None:
+            try:
+                self.on_device(changes)
+            except Exception:
+                metrics.PIPELINE_ERRORS.labels("device").inc()
+                log.exception("could not raise %d unregistered-sensor warnings", len(changes))
+
+    def _reject(self, r: Rejection, drill: bool) -> None:
+        if drill:
+            r = dataclasses.replace(r, topic=f"{self.cfg.drill_root}/{r.topic[4:]}")
         metrics.REJECTED.labels(r.reason.value).inc()
-        log.warning("rejected %s on %s: %s; payload: %s", r.reason.value, r.topic, r.detail, r.excerpt(120))
+        if self._log_limit.allow(r.reason.value):
+            log.warning("rejected %s on %s: %s; payload: %s", r.reason.value, r.topic, r.detail, r.excerpt(120))
         suffix = r.topic[4:] if r.topic.startswith("ews/") else r.topic.lstrip("/")
         body = orjson.dumps({
             "reason": r.reason.value, "detail": r.detail, "topic": r.topic, "index": r.index,
@@ -235,20 +484,19 @@ class Collector:
         })
         self.client.publish(f"{self.cfg.dead_letter_prefix}/{r.reason.value}/{suffix}", body, qos=1)
 
-    def _count(self, batch: list[_Msg], outcome: Outcome, now_ms: int) -> None:
-        acc = outcome.accepted
-        metrics.MESSAGES.inc(len(batch))
-        metrics.BATCHES.inc()
-        metrics.BATCH_SIZE.observe(len(batch))
-        kinds: dict[str, int] = {}
-        for i in acc.sensor:
-            k = self.kind_of[i]
-            kinds[k] = kinds.get(k, 0) + 1
-        for k, n in kinds.items():
-            metrics.READINGS.labels(k).inc(n)
-        if len(acc):
-            metrics.EVENT_LAG.observe(max(0.0, (now_ms - max(acc.ts_ms)) / 1000))
-        self.stats["messages"] += len(batch)
-        self.stats["readings"] += len(acc)
-        self.stats["rejected"] += len(outcome.rejections)
-        self.stats["batches"] += 1
+    def _count(self, lane: _Lane, now_ms: int) -> None:
+        o = lane.outcome
+        self.stats["readings"] += lane.readings
+        self.stats["rejected"] += len(o.rejections)
+        late = o.late
+        self.stats["late"] += late
+        self.stats["unregistered"] += len(o.unregistered)
+        if late:
+            metrics.LATE_STORED.inc(late)
+        if o.unregistered:
+            metrics.UNREGISTERED.inc(len(o.unregistered))
+        if len(o):
+            counts = np.bincount(self._kind_of[o.sensor], minlength=len(self._kind_names))
+            for k in np.flatnonzero(counts):
+                metrics.READINGS.labels(self._kind_names[k]).inc(int(counts[k]))
+            metrics.EVENT_LAG.observe(max(0.0, (now_ms - int(o.ts_ms.max())) / 1000))

@@ -1,12 +1,15 @@
 """Payload decoding: native JSON, one reading or a gateway batch, into raw readings.
 
 Each failure raises `Rejected` with its own reason code; in a batch, a bad reading is rejected
-alone and its neighbours go on.
+alone and its neighbours go on. The common payloads take a fast path (`simple_reading`,
+`simple_item`) that checks types without building objects; anything else takes the general
+path, which names exactly what is wrong.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +20,9 @@ from ingest.reasons import Reason, Rejected
 
 # Epoch numbers below this are seconds, above it milliseconds (1e11 s is the year 5138,
 # 1e11 ms is 1973): a sensor clock can be wrong, but never that wrong in both units.
-_SECONDS_BELOW = 100_000_000_000
+SECONDS_BELOW = 100_000_000_000
+# JSON has no NaN or Infinity; senders that write them anyway get a precise reason
+_NON_FINITE = re.compile(rb"[:\[,]\s*-?(?:NaN|Infinity)\s*[,\]}]")
 
 
 @dataclass(slots=True)
@@ -27,6 +32,7 @@ class RawReading:
     value: float
     battery: float | None = None
     rssi: float | None = None
+    unit: str | None = None
 
 
 def decode_json(payload: bytes, max_bytes: int) -> Any:
@@ -41,6 +47,8 @@ def decode_json(payload: bytes, max_bytes: int) -> Any:
             payload.decode("utf-8")
         except UnicodeDecodeError:
             raise Rejected(Reason.NOT_UTF8, "payload is not UTF-8 text") from None
+        if _NON_FINITE.search(payload):
+            raise Rejected(Reason.VALUE_NOT_FINITE, "NaN or Infinity is not a JSON number") from None
         raise Rejected(Reason.BAD_JSON, f"not valid JSON: {exc}") from None
 
 
@@ -51,7 +59,7 @@ def parse_ts(raw: Any) -> int:
     if isinstance(raw, int | float):
         if not math.isfinite(raw) or raw <= 0:
             raise Rejected(Reason.BAD_TIMESTAMP, f"ts {raw!r} is not a positive epoch time")
-        return round(raw * 1000) if raw < _SECONDS_BELOW else int(raw)
+        return round(raw * 1000) if raw < SECONDS_BELOW else int(raw)
     if isinstance(raw, str):
         try:
             dt = datetime.fromisoformat(raw)
@@ -70,7 +78,8 @@ def _number(obj: dict[str, Any], key: str, required: bool) -> float | None:
         return None
     v = obj[key]
     if isinstance(v, bool) or not isinstance(v, int | float):
-        raise Rejected(Reason.BAD_VALUE_TYPE, f"field {key!r} must be a number, got {type(v).__name__}")
+        what = "a number in a string" if isinstance(v, str) and _looks_numeric(v) else type(v).__name__
+        raise Rejected(Reason.BAD_VALUE_TYPE, f"field {key!r} must be a JSON number, got {what}")
     f = float(v)
     if not math.isfinite(f):
         raise Rejected(Reason.VALUE_NOT_FINITE, f"field {key!r} is not finite")
@@ -92,7 +101,49 @@ def reading_from(obj: Any, with_sensor: bool) -> RawReading:
     ts = parse_ts(obj["ts"])
     value = _number(obj, "value", required=True)
     assert value is not None
-    return RawReading(sensor, ts, value, _number(obj, "battery", False), _number(obj, "rssi", False))
+    unit = obj.get("unit")
+    if unit is not None and not isinstance(unit, str):
+        raise Rejected(Reason.BAD_VALUE_TYPE, f"field 'unit' must be a string, got {type(unit).__name__}")
+    return RawReading(sensor, ts, value, _number(obj, "battery", False), _number(obj, "rssi", False), unit)
+
+
+def _looks_numeric(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+_NUMBER = (int, float)
+
+
+def simple_reading(doc: Any, unit: str) -> tuple[int, float] | None:
+    """(ts, value) of the common single reading {"ts": <int>, "value": <number>[, "unit": unit]}.
+
+    None sends the payload down the general path; `ts` is returned as sent (seconds or ms).
+    """
+    if doc.__class__ is not dict or len(doc) > 3:
+        return None
+    t = doc.get("ts")
+    v = doc.get("value")
+    if t.__class__ is not int or v.__class__ not in _NUMBER or t <= 0:
+        return None
+    if len(doc) == 3 and doc.get("unit") != unit:
+        return None
+    return t, v
+
+
+def simple_item(doc: Any) -> tuple[str, int, float] | None:
+    """(sensor, ts, value) of the common batch item {"sensor": str, "ts": int, "value": number}."""
+    if doc.__class__ is not dict or len(doc) != 3:
+        return None
+    s = doc.get("sensor")
+    t = doc.get("ts")
+    v = doc.get("value")
+    if s.__class__ is not str or t.__class__ is not int or v.__class__ not in _NUMBER or t <= 0:
+        return None
+    return s, t, v
 
 
 def batch_items(doc: Any) -> list[Any]:

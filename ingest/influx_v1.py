@@ -1,6 +1,8 @@
 """The InfluxDB v1 HTTP API: `/write` line protocol and InfluxQL `/query`.
 
-Works with InfluxDB 1.x and with 2.x/3.x through their v1 compatibility endpoints.
+Works with InfluxDB 1.x and with 2.x/3.x through their v1 compatibility endpoints. Credentials:
+user and password as HTTP basic auth (1.x, and proxies), or a token sent as
+`Authorization: Token ...` (2.x/3.x compatibility, 1.8's `Token user:password`).
 """
 
 from __future__ import annotations
@@ -16,14 +18,20 @@ class WriteError(Exception):
         self.retryable = retryable
 
 
+# answers that say the points themselves are wrong: sending them again cannot help
+NOT_RETRYABLE = frozenset({400, 413, 422})
+
+
 class InfluxV1:
     def __init__(
         self, url: str, database: str, username: str | None = None, password: str | None = None,
-        timeout_s: float = 10.0,
+        timeout_s: float = 10.0, token: str | None = None, write_timeout_s: float | None = None,
     ):
         self.database = database
-        auth = (username, password or "") if username else None
-        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, auth=auth)
+        auth = (username, password or "") if username and not token else None
+        headers = {"Authorization": f"Token {token}"} if token else None
+        self.write_timeout_s = write_timeout_s or timeout_s
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, auth=auth, headers=headers)
 
     def close(self) -> None:
         self.http.close()
@@ -43,16 +51,16 @@ class InfluxV1:
         try:
             r = self.http.post(
                 "/write", params={"db": self.database, "precision": "ms"}, content=lines,
-                headers={"Content-Type": "text/plain; charset=utf-8"},
+                headers={"Content-Type": "text/plain; charset=utf-8"}, timeout=self.write_timeout_s,
             )
         except httpx.HTTPError as exc:
             raise WriteError(f"InfluxDB unreachable: {exc!r}", retryable=True) from exc
         if r.status_code == 204:
             return
-        # 4xx means the points themselves are wrong; retrying cannot help
+        # 401/403/404 are configuration (credentials, database) and heal when it is fixed
         raise WriteError(
             f"InfluxDB /write answered {r.status_code}: {r.text[:300]}",
-            retryable=r.status_code >= 500 or r.status_code in (408, 429),
+            retryable=r.status_code not in NOT_RETRYABLE,
         )
 
     def query(self, q: str, method: str = "GET") -> list[dict[str, Any]]:

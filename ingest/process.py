@@ -1,123 +1,277 @@
-"""Turn a batch of MQTT messages into accepted readings and rejections.
+"""Turn a batch of MQTT messages into accepted readings (numpy columns) and rejections.
 
 The registry decides what a reading is: the topic names a sensor, the registry says its kind,
-region and valid range. A topic that passed once is cached with its sensor index, so the
-common case (a known sensor on its own topic) costs one dict lookup before decoding.
+region, unit and valid range. A per-sensor topic that passed once is cached with its sensor
+index, so the common message (a known sensor on its own topic, `{"ts": ..., "value": ...}`)
+costs one dict lookup, one `orjson.loads` and a few type checks; range, future and lateness
+checks then run once over the whole batch in numpy. Everything else (gateway batches, SenML,
+unit conversion, health fields, first sight of a topic, unregistered sensors) takes the
+general path, which names exactly what is wrong.
+
+Time policy (DESIGN §4, docs/decisions.md): a reading more than `future_tolerance_s` ahead of
+the receiving clock is rejected (`future_timestamp`); one older than `allowed_lateness_s` is,
+under `late_policy: store`, stored in InfluxDB but not handed to the rules (too late to warn
+on; it still belongs in the record), or under `late_policy: reject` rejected (`too_old`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
+import orjson
 
 from ews.models import ReadingBatch
 from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
-from ingest.decode import RawReading, batch_items, decode_json, reading_from
+from ingest.decode import (
+    SECONDS_BELOW,
+    RawReading,
+    batch_items,
+    decode_json,
+    reading_from,
+    simple_item,
+    simple_reading,
+)
 from ingest.reasons import Reason, Rejected, Rejection
+from ingest.senml import HEALTH, SenmlPack, is_senml
 from ingest.topics import Topic, parse_topic
+from ingest.units import UnitTable
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 
-@dataclass
-class Accepted:
-    sensor: list[int] = field(default_factory=list)
-    ts_ms: list[int] = field(default_factory=list)
-    value: list[float] = field(default_factory=list)
-    battery: list[float | None] = field(default_factory=list)
-    rssi: list[float | None] = field(default_factory=list)
-    has_health: bool = False
+@dataclass(slots=True)
+class Unregistered:
+    """A reading of a sensor missing from the registry, kept under the `store` policy."""
 
-    def add(self, idx: int, r: RawReading) -> None:
-        self.sensor.append(idx)
-        self.ts_ms.append(r.ts_ms)
-        self.value.append(r.value)
-        self.battery.append(r.battery)
-        self.rssi.append(r.rssi)
-        if r.battery is not None or r.rssi is not None:
-            self.has_health = True
-
-    def __len__(self) -> int:
-        return len(self.sensor)
-
-    def to_batch(self, drill: bool = False) -> ReadingBatch:
-        return ReadingBatch(
-            np.asarray(self.sensor, np.int64), np.asarray(self.ts_ms, np.int64),
-            np.asarray(self.value, np.float64), drill,
-        )
+    sensor: str
+    kind: str
+    community: str
+    ts_ms: int
+    value: float
 
 
 @dataclass
 class Outcome:
-    accepted: Accepted
+    sensor: IntArray  # registry index of each stored reading
+    ts_ms: IntArray
+    value: FloatArray  # in the kind's unit
+    battery: FloatArray | None  # NaN where a reading has none; None when no reading has any
+    rssi: FloatArray | None
+    evaluate: BoolArray  # False: stored only (older than the allowed lateness)
     rejections: list[Rejection]
+    unregistered: list[Unregistered] = field(default_factory=list)
     status_messages: int = 0
+
+    def __len__(self) -> int:
+        return int(self.sensor.shape[0])
+
+    @property
+    def late(self) -> int:
+        return int(self.evaluate.shape[0] - np.count_nonzero(self.evaluate))
+
+    def for_rules(self, drill: bool = False) -> ReadingBatch:
+        if self.evaluate.all():
+            return ReadingBatch(self.sensor, self.ts_ms, self.value, drill)
+        e = self.evaluate
+        return ReadingBatch(self.sensor[e], self.ts_ms[e], self.value[e], drill)
+
+
+class _Rows:
+    """Accepted readings column by column, with where each came from for rejections."""
+
+    __slots__ = ("health", "item", "origin", "sensor", "ts", "value")
+
+    def __init__(self) -> None:
+        self.sensor: list[int] = []
+        self.ts: list[int] = []  # epoch ms
+        self.value: list[float] = []
+        self.origin: list[int] = []  # message index
+        self.item: list[int] = []  # reading index inside the message (-1: the whole message)
+        self.health: dict[int, list[float]] = {}  # row -> [battery, rssi] (NaN: absent)
+
+    def add(self, idx: int, ts_ms: int, value: float, origin: int, item: int) -> int:
+        self.sensor.append(idx)
+        self.ts.append(ts_ms)
+        self.value.append(value)
+        self.origin.append(origin)
+        self.item.append(item)
+        return len(self.sensor) - 1
+
+    def set_health(self, row: int, battery: float | None, rssi: float | None) -> None:
+        h = self.health.setdefault(row, [float("nan"), float("nan")])
+        if battery is not None:
+            h[0] = battery
+        if rssi is not None:
+            h[1] = rssi
 
 
 class MessageProcessor:
     def __init__(
         self, sensors: SensorRegistry, regions: RegionRegistry, max_payload_bytes: int = 256 * 1024,
-        future_tolerance_s: float = 300.0,
+        future_tolerance_s: float = 300.0, allowed_lateness_s: float = 7 * 86400.0,
+        late_policy: Literal["store", "reject"] = "store",
+        unknown_sensor: Literal["reject", "store"] = "reject",
     ):
         self.sensors = sensors
         self.regions = regions
         self.max_payload_bytes = max_payload_bytes
         self.future_tolerance_ms = int(future_tolerance_s * 1000)
-        self._topic_cache: dict[str, int] = {}
+        self.allowed_lateness_ms = int(allowed_lateness_s * 1000)
+        self.late_policy = late_policy
+        self.unknown_sensor = unknown_sensor
+        self.units = UnitTable()
+        # topic (str or the raw bytes paho hands over) -> sensor index, for per-sensor topics
+        self._topic_cache: dict[str | bytes, int] = {}
+        # gateway region prefix -> {sensor id: index} of sensors seen inside it
+        self._inside: dict[str, dict[str, int]] = {}
         kinds = sensors.kinds
-        self._lo = np.array([kinds[s.kind].min for s in sensors.sensors])
-        self._hi = np.array([kinds[s.kind].max for s in sensors.sensors])
+        self._unit_of = [kinds[s.kind].unit for s in sensors.sensors]
+        self._lo = np.array([kinds[s.kind].min for s in sensors.sensors], np.float64)
+        self._hi = np.array([kinds[s.kind].max for s in sensors.sensors], np.float64)
 
-    def process(self, messages: list[tuple[str, bytes]], now_ms: int | None = None) -> Outcome:
+    # --- the batch ----------------------------------------------------------------------------
+
+    def process(self, messages: Sequence[tuple[Any, ...]], now_ms: int | None = None) -> Outcome:
+        """`messages`: tuples whose first two items are the topic (str or bytes) and payload."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        out = Outcome(Accepted(), [])
-        latest_ok = now_ms + self.future_tolerance_ms
-        for topic, payload in messages:
+        rows = _Rows()
+        rejections: list[Rejection] = []
+        unregistered: list[Unregistered] = []
+        status = 0
+        cache = self._topic_cache
+        unit_of = self._unit_of
+        loads = orjson.loads
+        limit = self.max_payload_bytes
+        r_sensor, r_ts, r_value, r_origin, r_item = rows.sensor, rows.ts, rows.value, rows.origin, rows.item
+        for j, m in enumerate(messages):
+            topic, payload = m[0], m[1]
+            idx = cache.get(topic)
+            doc: Any = None
+            if idx is not None and 0 < len(payload) <= limit:
+                try:
+                    doc = loads(payload)
+                except orjson.JSONDecodeError:
+                    doc = None
+                else:
+                    r = simple_reading(doc, unit_of[idx])
+                    if r is not None:
+                        t = r[0]
+                        r_sensor.append(idx)
+                        r_ts.append(t if t >= SECONDS_BELOW else t * 1000)
+                        r_value.append(r[1])
+                        r_origin.append(j)
+                        r_item.append(-1)
+                        continue
+            text = topic if isinstance(topic, str) else topic.decode("utf-8", errors="replace")
             try:
-                idx = self._topic_cache.get(topic)
-                if idx is not None:
-                    doc = decode_json(payload, self.max_payload_bytes)
-                    self._accept(out, idx, reading_from(doc, False), latest_ok, topic, payload, None)
-                    continue
-                t = parse_topic(topic)
-                if t.shape == "batch":
-                    self._batch(out, t, topic, payload, latest_ok)
-                    continue
-                idx = self._sensor_for(t)
-                doc = decode_json(payload, self.max_payload_bytes)
-                if t.shape == "status":
-                    out.status_messages += 1
-                    if not isinstance(doc, dict):
-                        raise Rejected(Reason.BAD_SHAPE, "a status message must be a JSON object")
-                    continue
-                self._topic_cache[topic] = idx
-                self._accept(out, idx, reading_from(doc, False), latest_ok, topic, payload, None)
+                status += self._general(rows, rejections, unregistered, j, topic, text, payload, idx, doc, now_ms)
             except Rejected as exc:
-                out.rejections.append(Rejection(exc.reason, exc.detail, topic, payload))
-        return out
+                rejections.append(Rejection(exc.reason, exc.detail, text, payload))
+        return self._finish(rows, rejections, unregistered, status, messages, now_ms)
 
-    def _accept(
-        self, out: Outcome, idx: int, r: RawReading, latest_ok: int, topic: str, payload: bytes,
-        index: int | None,
-    ) -> None:
-        if not (self._lo[idx] <= r.value <= self._hi[idx]):
-            s = self.sensors.sensors[idx]
+    def _finish(
+        self, rows: _Rows, rejections: list[Rejection], unregistered: list[Unregistered], status: int,
+        messages: Sequence[tuple[Any, ...]], now_ms: int,
+    ) -> Outcome:
+        sensor = np.asarray(rows.sensor, np.int64)
+        ts = np.asarray(rows.ts, np.int64)
+        value = np.asarray(rows.value, np.float64)
+        n = sensor.shape[0]
+        battery = rssi = None
+        if rows.health:
+            battery = np.full(n, np.nan)
+            rssi = np.full(n, np.nan)
+            for row, (b, r) in rows.health.items():
+                battery[row], rssi[row] = b, r
+        bad_range = ~((self._lo[sensor] <= value) & (value <= self._hi[sensor]))
+        future = ts > now_ms + self.future_tolerance_ms
+        late = ts < now_ms - self.allowed_lateness_ms
+        drop = bad_range | future
+        if self.late_policy == "reject":
+            drop |= late
+        if drop.any():
+            for k in np.flatnonzero(drop).tolist():
+                rejections.append(self._row_rejection(
+                    k, rows, messages, bool(bad_range[k]), bool(future[k]), now_ms,
+                ))
+            keep = ~drop
+            sensor, ts, value, late = sensor[keep], ts[keep], value[keep], late[keep]
+            battery = battery[keep] if battery is not None else None
+            rssi = rssi[keep] if rssi is not None else None
+        return Outcome(sensor, ts, value, battery, rssi, ~late, rejections, unregistered, status)
+
+    def _row_rejection(
+        self, row: int, rows: _Rows, messages: Sequence[tuple[Any, ...]], bad_range: bool, future: bool,
+        now_ms: int,
+    ) -> Rejection:
+        s = self.sensors.sensors[rows.sensor[row]]
+        v, t, item = rows.value[row], rows.ts[row], rows.item[row]
+        if bad_range:
             k = self.sensors.kinds[s.kind]
-            raise Rejected(
-                Reason.OUT_OF_RANGE,
-                f"{s.id}: value {r.value} outside the valid range of {s.kind} [{k.min}, {k.max}] {k.unit}",
-            )
-        if r.ts_ms > latest_ok:
-            raise Rejected(
-                Reason.FUTURE_TIMESTAMP,
-                f"ts {r.ts_ms} is {(r.ts_ms - latest_ok) / 1000 + self.future_tolerance_ms / 1000:.0f} s "
-                "in the future",
-            )
-        out.accepted.add(idx, r)
+            reason = Reason.OUT_OF_RANGE
+            detail = f"{s.id}: value {v} outside the valid range of {s.kind} [{k.min}, {k.max}] {k.unit}"
+        elif future:
+            reason = Reason.FUTURE_TIMESTAMP
+            detail = f"{s.id}: ts {t} is {(t - now_ms) / 1000:.0f} s in the future"
+        else:
+            reason = Reason.TOO_OLD
+            detail = (f"{s.id}: ts {t} is {(now_ms - t) / 3_600_000:.1f} h old, beyond the allowed "
+                      f"lateness of {self.allowed_lateness_ms / 3_600_000:.1f} h")
+        topic, payload = messages[rows.origin[row]][0], messages[rows.origin[row]][1]
+        text = topic if isinstance(topic, str) else topic.decode("utf-8", errors="replace")
+        if item >= 0:
+            detail = f"reading {item}: {detail}"
+        return Rejection(reason, detail, text, payload, item if item >= 0 else None)
+
+    # --- the general path -----------------------------------------------------------------------
+
+    def _general(
+        self, rows: _Rows, rejections: list[Rejection], unregistered: list[Unregistered], j: int,
+        key: str | bytes, topic: str, payload: bytes, idx: int | None, doc: Any, now_ms: int,
+    ) -> int:
+        """One message off the fast path; returns 1 for a status message, else 0."""
+        t = parse_topic(topic)
+        if t.shape == "batch":
+            self._batch(rows, rejections, j, t, topic, payload, now_ms)
+            return 0
+        if idx is None:
+            idx = self._sensor_for(t)
+        if doc is None:
+            doc = decode_json(payload, self.max_payload_bytes)
+        if t.shape == "status":
+            if not isinstance(doc, dict):
+                raise Rejected(Reason.BAD_SHAPE, "a status message must be a JSON object")
+            return 1
+        if idx < 0:
+            assert t.kind is not None and t.sensor is not None
+            self._unregistered(unregistered, t, doc, now_ms)
+            return 0
+        if is_senml(doc):
+            self._senml(rows, rejections, j, topic, payload, doc, now_ms, sensor_idx=idx)
+            return 0
+        r = reading_from(doc, False)
+        self._add(rows, idx, r, j, -1)
+        self._topic_cache[key] = idx  # under the key it arrives with (paho's raw bytes)
+        return 0
+
+    def _add(self, rows: _Rows, idx: int, r: RawReading, origin: int, item: int) -> None:
+        value = r.value
+        if r.unit is not None:
+            value = self.units.convert(value, r.unit, self._unit_of[idx])
+        row = rows.add(idx, r.ts_ms, value, origin, item)
+        if r.battery is not None or r.rssi is not None:
+            rows.set_health(row, r.battery, r.rssi)
 
     def _sensor_for(self, t: Topic) -> int:
+        """Registry index of the topic's sensor; -1: unregistered, to be stored (policy `store`)."""
         assert t.kind is not None and t.sensor is not None
         if t.kind not in self.sensors.kinds:
             raise Rejected(Reason.UNKNOWN_KIND, f"kind {t.kind!r} is not configured")
@@ -126,6 +280,8 @@ class MessageProcessor:
             community = t.region[-1]
             if community not in self.regions:
                 raise Rejected(Reason.UNKNOWN_REGION, f"community {community} is not in the region registry")
+            if self.unknown_sensor == "store":
+                return -1
             raise Rejected(Reason.UNKNOWN_SENSOR, f"sensor {t.sensor} is not registered")
         s = self.sensors.sensors[idx]
         if s.kind != t.kind:
@@ -136,33 +292,127 @@ class MessageProcessor:
             )
         return idx
 
-    def _batch(self, out: Outcome, t: Topic, topic: str, payload: bytes, latest_ok: int) -> None:
-        if t.region[-1] not in self.regions:
-            raise Rejected(Reason.UNKNOWN_REGION, f"region {t.region[-1]} is not in the region registry")
-        items: list[Any] = batch_items(decode_json(payload, self.max_payload_bytes))
+    def _unregistered(self, out: list[Unregistered], t: Topic, doc: Any, now_ms: int) -> None:
+        assert t.kind is not None and t.sensor is not None
+        if is_senml(doc):
+            pack = SenmlPack(doc, now_ms)
+            if pack.errors:
+                raise pack.errors[0][1]
+            bad = [r.measure for r in pack.records if r.measure not in ("", t.kind)]
+            if bad:
+                raise Rejected(Reason.SENML_BAD_NAME, f"measure {bad[0]!r} of an unregistered {t.kind} sensor")
+            raws = [RawReading(None, r.ts_ms, r.value, unit=r.unit) for r in pack.records]
+        else:
+            raws = [reading_from(doc, False)]
+        k = self.sensors.kinds[t.kind]
+        for r in raws:
+            v = self.units.convert(r.value, r.unit, k.unit) if r.unit is not None else r.value
+            if not k.min <= v <= k.max:
+                raise Rejected(Reason.OUT_OF_RANGE, f"{t.sensor}: value {v} outside [{k.min}, {k.max}] {k.unit}")
+            if r.ts_ms > now_ms + self.future_tolerance_ms:
+                raise Rejected(Reason.FUTURE_TIMESTAMP, f"{t.sensor}: ts {r.ts_ms} is in the future")
+            out.append(Unregistered(t.sensor, t.kind, t.region[-1], r.ts_ms, v))
+
+    def _inside_region(self, prefix: str, sensor: str) -> int:
+        """Index of a registered sensor inside the region `prefix`, or raise why not."""
+        known = self._inside.setdefault(prefix, {})
+        idx = known.get(sensor)
+        if idx is not None:
+            return idx
+        idx = self.sensors.index.get(sensor)
+        if idx is None:
+            raise Rejected(Reason.UNKNOWN_SENSOR, f"sensor {sensor} is not registered")
+        community = self.sensors.sensors[idx].community
+        if not community.startswith(prefix):
+            raise Rejected(Reason.REGION_MISMATCH,
+                           f"sensor {sensor} lies in {community}, outside the gateway's region {prefix}")
+        known[sensor] = idx
+        return idx
+
+    def _batch(
+        self, rows: _Rows, rejections: list[Rejection], j: int, t: Topic, topic: str, payload: bytes,
+        now_ms: int,
+    ) -> None:
         prefix = t.region[-1]
+        if prefix not in self.regions:
+            raise Rejected(Reason.UNKNOWN_REGION, f"region {prefix} is not in the region registry")
+        doc = decode_json(payload, self.max_payload_bytes)
+        if is_senml(doc):
+            self._senml(rows, rejections, j, topic, payload, doc, now_ms, prefix=prefix)
+            return
+        items: list[Any] = batch_items(doc)
+        known = self._inside.setdefault(prefix, {})
+        r_sensor, r_ts, r_value, r_origin, r_item = rows.sensor, rows.ts, rows.value, rows.origin, rows.item
         for i, item in enumerate(items):
+            s = simple_item(item)
+            if s is not None:
+                idx = known.get(s[0])
+                if idx is not None:
+                    ts = s[1]
+                    r_sensor.append(idx)
+                    r_ts.append(ts if ts >= SECONDS_BELOW else ts * 1000)
+                    r_value.append(s[2])
+                    r_origin.append(j)
+                    r_item.append(i)
+                    continue
             try:
                 r = reading_from(item, True)
                 assert r.sensor is not None
-                idx = self.sensors.index.get(r.sensor)
-                if idx is None:
-                    raise Rejected(Reason.UNKNOWN_SENSOR, f"sensor {r.sensor} is not registered")
-                if not self.sensors.sensors[idx].community.startswith(prefix):
-                    raise Rejected(
-                        Reason.REGION_MISMATCH,
-                        f"sensor {r.sensor} lies in {self.sensors.sensors[idx].community}, "
-                        f"outside the gateway's region {prefix}",
-                    )
-                self._accept(out, idx, r, latest_ok, topic, payload, i)
+                self._add(rows, self._inside_region(prefix, r.sensor), r, j, i)
             except Rejected as exc:
-                excerpt = payload if len(payload) < 512 else _item_excerpt(item)
-                out.rejections.append(Rejection(exc.reason, f"reading {i}: {exc.detail}", topic, excerpt, i))
+                rejections.append(Rejection(exc.reason, f"reading {i}: {exc.detail}", topic,
+                                            _excerpt(payload, item), i))
+
+    def _senml(
+        self, rows: _Rows, rejections: list[Rejection], j: int, topic: str, payload: bytes, doc: list[Any],
+        now_ms: int, sensor_idx: int | None = None, prefix: str | None = None,
+    ) -> None:
+        """A SenML pack on a per-sensor topic (`sensor_idx`) or a gateway topic (`prefix`)."""
+        pack = SenmlPack(doc, now_ms)
+        health: list[tuple[int, int, str, float]] = []  # (record index, sensor, measure, value)
+        health_ts: list[int] = []
+        at: dict[tuple[int, int], int] = {}  # (sensor, ts) -> row of its reading
+        for rec in pack.records:
+            try:
+                if rec.sensor is None:
+                    if sensor_idx is None:
+                        raise Rejected(Reason.SENML_NO_NAME, "record has no name (bn + n) naming its sensor")
+                    idx = sensor_idx
+                elif sensor_idx is not None:
+                    idx = sensor_idx
+                    own = self.sensors.sensors[sensor_idx].id
+                    if rec.sensor != own:
+                        raise Rejected(Reason.SENML_BAD_NAME, f"record names {rec.sensor}, the topic names {own}")
+                else:
+                    assert prefix is not None
+                    idx = self._inside_region(prefix, rec.sensor)
+                kind = self.sensors.sensors[idx].kind
+                if rec.measure in HEALTH:
+                    health.append((rec.index, idx, rec.measure, rec.value))
+                    health_ts.append(rec.ts_ms)
+                    continue
+                if rec.measure not in ("", kind):
+                    raise Rejected(Reason.SENML_BAD_NAME,
+                                   f"measure {rec.measure!r} is neither {kind!r} nor one of {', '.join(HEALTH)}")
+                value = self.units.convert(rec.value, rec.unit, self._unit_of[idx]) if rec.unit else rec.value
+                at[(idx, rec.ts_ms)] = rows.add(idx, rec.ts_ms, value, j, rec.index)
+            except Rejected as exc:
+                pack.errors.append((rec.index, exc))
+        for (i, idx, measure, v), ts in zip(health, health_ts, strict=True):
+            row = at.get((idx, ts))
+            if row is None:
+                pack.errors.append((i, Rejected(
+                    Reason.SENML_NO_READING, f"{measure} record has no reading of the same sensor at {ts}")))
+                continue
+            rows.set_health(row, v if measure == "battery" else None, v if measure == "rssi" else None)
+        for i, err in sorted(pack.errors, key=lambda e: e[0]):
+            rejections.append(Rejection(err.reason, f"record {i}: {err.detail}", topic,
+                                        _excerpt(payload, doc[i]), i))
 
 
-def _item_excerpt(item: Any) -> bytes:
-    import orjson
-
+def _excerpt(payload: bytes, item: Any) -> bytes:
+    if len(payload) < 512:
+        return payload
     try:
         return orjson.dumps(item)[:512]
     except TypeError:

@@ -29,6 +29,15 @@ class Reason(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     BAD_TIMESTAMP = "bad_timestamp"
     FUTURE_TIMESTAMP = "future_timestamp"
+    TOO_OLD = "too_old"  # older than the allowed lateness, under the reject policy
+    UNKNOWN_UNIT = "unknown_unit"  # a unit we have no conversion for
+    UNIT_MISMATCH = "unit_mismatch"  # a known unit of another quantity than the kind's
+    SENML_BAD_RECORD = "senml_bad_record"  # a record is not an object, or a field has the wrong type
+    SENML_NO_NAME = "senml_no_name"  # neither bn nor n, where no topic names the sensor
+    SENML_BAD_NAME = "senml_bad_name"  # the name does not fit {sensor}[:{measure}], or names another sensor
+    SENML_NO_VALUE = "senml_no_value"  # a record without v or vb
+    SENML_UNSUPPORTED = "senml_unsupported"  # vs/vd/s values, or a bver above 10
+    SENML_NO_READING = "senml_no_reading"  # a battery/rssi record with no reading at the same time
 
 
 @dataclass(slots=True)

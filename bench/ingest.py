@@ -1,0 +1,269 @@
+"""Ingest end to end: the pipeline against the client library's ceiling and a plain batching script.
+
+    .venv/bin/python -P bench/ingest.py [--messages 200000] [--modes 1,100] [--gmqtt]
+
+In one invocation, on Mosquitto and InfluxDB started here on loopback (ews.servers, the
+project's deploy/ configuration), for each mode (1 reading per message on per-sensor topics,
+and 100 per message as gateway batches):
+
+1. every subscriber's persistent session is created (QoS 1, `ews/#`), then the whole stream
+   (200,000 readings of the sample district's 305 sensors, quiet weather, event times within
+   the last 11 hours) is published once, before any subscriber connects: Mosquitto queues it
+   for every session (max_queued_messages 0), so the publisher cannot be the bottleneck and
+   all subscribers read the very same stream;
+2. each subscriber (bench/ingest_roles.py) runs alone in its own process and drains its
+   queue: a bare paho subscriber (decode + manual ack: the library's ceiling), a plain paho
+   script writing batches of 5,000 to InfluxDB from its callback, and ews.pipeline.Pipeline
+   with the sample rules on; for reference also the bare subscriber on the collector's own
+   paho client ("bare-tuned"), the pipeline with its rules stage off ("ingest-only"), and
+   optionally gmqtt as a bare subscriber (when installed);
+3. end to end = its connect to its last message done (for those that store: written to
+   InfluxDB), then the readings are counted back in InfluxDB: `lost` = sent - counted.
+
+InfluxDB's own ingest rate of the same readings as raw batched line protocol (batches of
+5,000, one and two writers) is measured in the same run for the 100-per-message comparison.
+Prints a table and the ratios the design targets (DESIGN §6), writes .state/bench/ingest.png.
+(-P keeps bench/ off the import path: this file would shadow the `ingest` package.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]  # as -P does
+
+import importlib.util  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from typing import Any  # noqa: E402
+
+import httpx  # noqa: E402
+import orjson  # noqa: E402
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.packettypes import PacketTypes  # noqa: E402
+from paho.mqtt.properties import Properties  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import Progress  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from ews.config import sample_dir  # noqa: E402
+from ews.regions import RegionRegistry  # noqa: E402
+from ews.sensors import Sensor, SensorRegistry  # noqa: E402
+from ews.servers import influxdb, mosquitto  # noqa: E402
+
+sys.path.insert(0, str(_HERE))
+import mqtt_raw  # noqa: E402
+
+ROLES_FILE = _HERE / "ingest_roles.py"
+STEP_MS = 60_000
+console = Console()
+
+
+def quiet_value(s: Sensor, k: int) -> float:
+    """Dry, calm readings: the rules evaluate every one and raise (almost) nothing."""
+    if s.kind == "rain":
+        return 0.1 if k % 10 == 0 else 0.0
+    if s.kind == "water_level":
+        return round(s.params.get("base_level", 5.0) + 0.01 * (k % 3), 2)
+    if s.kind in ("ponding", "gas"):
+        return float(k % 3)
+    return 0.0
+
+
+def stream(sensors: SensorRegistry, n: int, per_message: int) -> tuple[list[tuple[str, bytes]], bytes]:
+    """The messages of the stream, and the same readings as line protocol for the raw baseline."""
+    ss = sensors.sensors
+    rounds = n // len(ss) + 1
+    end = (int(time.time() * 1000) // STEP_MS) * STEP_MS - STEP_MS
+    readings = []
+    for k in range(n):
+        s = ss[k % len(ss)]
+        j = k // len(ss)
+        readings.append((s, end - (rounds - j) * STEP_MS, quiet_value(s, j)))
+    lines = "".join(f"{s.kind},community={s.community},district={s.district},sensor={s.id},street={s.street} "
+                    f"value={float(v)} {t}\n" for s, t, v in readings).encode()
+    if per_message == 1:
+        msgs = [(f"ews/{s.district}/{s.street}/{s.community}/{s.kind}/{s.id}", orjson.dumps({"ts": t, "value": v}))
+                for s, t, v in readings]
+    else:
+        msgs = [(f"ews/440106/batch/GW-{b // per_message % 40:02d}",
+                 orjson.dumps({"readings": [{"sensor": s.id, "ts": t, "value": v}
+                                            for s, t, v in readings[b:b + per_message]]}))
+                for b in range(0, n, per_message)]
+    return msgs, lines
+
+
+def make_session(port: int, client_id: str, v5: bool) -> None:
+    if v5:
+        c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                        protocol=mqtt.MQTTv5)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        c.connect("127.0.0.1", port, clean_start=False, properties=props)
+    else:
+        c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                        protocol=mqtt.MQTTv311, clean_session=False)
+        c.connect("127.0.0.1", port)
+    c.loop_start()
+    c.subscribe("ews/#", qos=1)[1]
+    time.sleep(0.3)
+    c.disconnect()
+    c.loop_stop()
+
+
+def influx_count(url: str, db: str) -> int:
+    r = httpx.get(f"{url}/query", params={"db": db, "q": "SELECT count(\"value\") FROM /.*/"}, timeout=60)
+    total = 0
+    for series in r.json()["results"][0].get("series", []):
+        total += int(series["values"][0][1])
+    return total
+
+
+def raw_influx_rate(url: str, lines: bytes, db: str, writers: int, batch: int = 5000) -> float:
+    httpx.post(f"{url}/query", data={"q": f'CREATE DATABASE "{db}"'})
+    rows = lines.splitlines(keepends=True)
+    chunks = [b"".join(rows[i:i + batch]) for i in range(0, len(rows), batch)]
+    client = httpx.Client(base_url=url, timeout=60)
+
+    def post(body: bytes) -> None:
+        client.post("/write", params={"db": db, "precision": "ms"}, content=body).raise_for_status()
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(writers) as pool:
+        list(pool.map(post, chunks))
+    elapsed = time.perf_counter() - t0
+    client.close()
+    return len(rows) / elapsed
+
+
+def run_role(role: str, port: int, client_id: str, messages: int, influx: str, db: str, state: Path) -> dict[str, Any]:
+    argv = [sys.executable, "-P", str(ROLES_FILE), role, "--port", str(port), "--client-id", client_id,
+            "--messages", str(messages), "--influx", influx, "--db", db, "--state", str(state)]
+    out = subprocess.run(argv, capture_output=True, timeout=900, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in out.stdout.decode(errors="replace").splitlines():
+        if line.startswith("BENCH "):
+            return dict(orjson.loads(line[6:]))
+    raise RuntimeError(f"{role} printed no result:\n{out.stderr.decode(errors='replace')[-3000:]}")
+
+
+def run_mode(per_message: int, n: int, roles: list[str], port: int, influx: str, state: Path,
+             sensors: SensorRegistry) -> tuple[list[dict[str, Any]], float]:
+    msgs, lines = stream(sensors, n, per_message)
+    tag = f"m{per_message}_{int(time.time())}"
+    ids = {role: f"bench-{role}-{tag}" for role in roles}
+    for role in roles:
+        make_session(port, ids[role], v5=role == "gmqtt")
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"publishing {len(msgs):,} messages ({n:,} readings) into the queues", total=len(msgs))
+        mqtt_raw.publish_all(port, msgs, f"bench-pub-{tag}", progress=lambda k: progress.update(task, completed=k))
+    results = []
+    for role in roles:
+        console.print(f"  {role} ({per_message}/message) draining its queue ...")
+        db = f"bench_{role}_{tag}"
+        r = run_role(role, port, ids[role], len(msgs), influx, db, state / ids[role])
+        stores = role in ("batching", "pipeline", "ingest-only")
+        if stores:
+            time.sleep(0.2)
+            r["stored"] = influx_count(influx, db)
+            r["lost"] = n - r["stored"]
+        r["seconds"] = r["end"] - r["start"]
+        r["msg_s"] = r["messages"] / r["seconds"]
+        r["readings_s"] = r["readings"] / r["seconds"]
+        r["mode"] = per_message
+        results.append(r)
+    raw = 0.0
+    if per_message > 1:
+        raw = max(raw_influx_rate(influx, lines, f"bench_raw{w}_{tag}", w) for w in (1, 2))
+    return results, raw
+
+
+def plot(results: list[dict[str, Any]], raws: dict[int, float], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = sorted({r["mode"] for r in results})
+    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4))
+    axes = [axes] if len(modes) == 1 else list(axes)
+    for ax, mode in zip(axes, modes, strict=True):
+        rs = [r for r in results if r["mode"] == mode]
+        names = [r["role"] for r in rs] + (["InfluxDB raw"] if raws.get(mode) else [])
+        values = [r["readings_s"] for r in rs] + ([raws[mode]] if raws.get(mode) else [])
+        colors = ["#d62728" if n == "pipeline" else "#ff9896" if n == "ingest-only" else "#7f7f7f" for n in names]
+        ax.bar(names, values, color=colors)
+        ax.set_title(f"{mode} reading{'s' if mode > 1 else ''} per message")
+        ax.set_ylabel("readings / s, end to end")
+        ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=200_000, help="readings in the stream")
+    ap.add_argument("--modes", default="1,100", help="readings per message, comma separated")
+    ap.add_argument("--gmqtt", action="store_true", help="also run gmqtt as a bare subscriber (pip install gmqtt)")
+    ap.add_argument("--out", type=Path, default=Path(".state/bench/ingest.png"))
+    a = ap.parse_args()
+    if a.gmqtt and importlib.util.find_spec("gmqtt") is None:
+        console.print("[yellow]gmqtt is not installed (pip install gmqtt); running without it[/]")
+        a.gmqtt = False
+    roles = ["bare", "bare-tuned", *(["gmqtt"] if a.gmqtt else []), "batching", "pipeline", "ingest-only"]
+    sensors = SensorRegistry.load(sample_dir() / "sensors.yaml", RegionRegistry.load(sample_dir() / "regions.yaml"))
+    state = Path(tempfile.mkdtemp(prefix="ews-bench-ingest-"))
+    mq, db = mosquitto(state), influxdb(state)
+    load = os.getloadavg()
+    results: list[dict[str, Any]] = []
+    raws: dict[int, float] = {}
+    try:
+        mq.start()
+        db.start()
+        for mode in (int(m) for m in a.modes.split(",")):
+            rs, raw = run_mode(mode, a.messages, roles, mq.port, db.url, state, sensors)
+            results += rs
+            raws[mode] = raw
+    finally:
+        mq.stop()
+        db.stop()
+        shutil.rmtree(state, ignore_errors=True)
+    t = Table(title=f"ingest, {a.messages:,} QoS 1 readings (load average before: {load[0]:.1f} {load[1]:.1f})")
+    for col in ("mode", "subscriber", "msg/s", "readings/s", "lost", "peak RSS MB", "seconds"):
+        t.add_column(col, justify="right")
+    for r in results:
+        t.add_row(f"{r['mode']}/msg", r["role"], f"{r['msg_s']:,.0f}", f"{r['readings_s']:,.0f}",
+                  str(r.get("lost", "-")), f"{r['rss_mb']:.0f}", f"{r['seconds']:.1f}")
+    for mode, raw in raws.items():
+        if raw:
+            t.add_row(f"{mode}/msg", "InfluxDB raw", "", f"{raw:,.0f}", "", "", "")
+    console.print(t)
+    for mode in raws:
+        by = {r["role"]: r for r in results if r["mode"] == mode}
+        p = by.get("pipeline")
+        if p is None:
+            continue
+        if mode == 1:
+            console.print(f"1/msg: pipeline = {p['msg_s'] / by['bare']['msg_s']:.0%} of the bare paho subscriber "
+                          f"(target >= 90%), {p['msg_s'] / by['batching']['msg_s']:.2f}x the batching script "
+                          f"(target >= 1.8x), lost {p['lost']}; "
+                          f"{p['msg_s'] / by['bare-tuned']['msg_s']:.0%} of bare on the collector's client")
+        elif raws[mode]:
+            console.print(f"{mode}/msg: pipeline = {p['readings_s'] / raws[mode]:.0%} of InfluxDB's raw batched "
+                          f"rate (target >= 80%), lost {p['lost']}; ingest alone (rules off) "
+                          f"{by['ingest-only']['readings_s'] / raws[mode]:.0%}")
+    console.print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    plot(results, raws, a.out)
+    console.print(f"plot: {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

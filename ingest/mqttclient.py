@@ -1,0 +1,137 @@
+"""The paho client of the collector: persistent session, manual acknowledgement, bulk acks.
+
+MQTT 3.1.1 by default: paho parses MQTT 5 properties on every PUBLISH, which costs about a
+third of its per-message time (measured here: 9,700 against 14,600 msg/s for a bare
+subscriber). Under 3.1.1 the session is kept by `clean_session=False` and the broker's
+`persistent_client_expiration`; under 5 by `clean_start=False` and the session expiry
+interval, with `Receive Maximum` bounding what the broker sends before we acknowledge.
+
+Receiving: paho builds an `MQTTMessage` per PUBLISH (struct formats made per packet, a topic
+decode, the topic matcher under a lock); the collector needs only the raw topic, payload and
+packet id, which `Client._handle_publish` hands straight to it under 3.1.1 (on 5, QoS 2, or
+an automatic-ack client, paho's own path runs).
+
+Reading: paho's `loop_read` handles one packet per `select()` wake-up when the client has
+nothing of its own in flight, as a subscriber mostly has not, so every message paid for a
+`select()` and a round of loop bookkeeping. `Client.loop_read` reads until the socket is
+drained (at most `READ_BURST` packets, so writes and keepalives still get their turn): a bare
+subscriber went from 13,400 to 25,300 msg/s here with it (MQTT 3.1.1, same run, loaded machine).
+
+Acknowledgements go out in bulk: paho's `ack(mid)` queues one 4-byte PUBACK and wakes its
+network thread through a socket pair per call; `ack_many` queues the PUBACKs of a whole batch
+as one packet (one wake-up, one `send`), which doubled a bare subscriber's rate here (14,600
+to 31,000 msg/s under 3.1.1). It goes through paho's internal `_packet_queue`, the call its own
+`ack` makes; where that is missing, it falls back to `ack` per message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ews.config import MqttConfig, secret
+
+PUBACK = 0x40
+READ_BURST = 1000
+
+
+Sink = Callable[[bytes, bytes, int], None]  # topic (raw bytes), payload, packet id (0: QoS 0)
+
+
+class Client(mqtt.Client):
+    """paho's client, reading every packet that is waiting when its socket wakes it.
+
+    With `on_publish_raw` set (MQTT 3.1.1, manual acknowledgement), a QoS 0/1 PUBLISH goes
+    straight to it as (topic bytes, payload, packet id), skipping paho's message object,
+    its topic matching and callback locks; anything else takes paho's own path.
+    """
+
+    on_publish_raw: Sink | None = None
+
+    def _handle_publish(self) -> mqtt.MQTTErrorCode:
+        sink = self.on_publish_raw
+        header = self._in_packet["command"]
+        qos = (header & 0x06) >> 1
+        if sink is None or qos > 1 or not self._manual_ack or self._protocol == mqtt.MQTTv5:
+            return super()._handle_publish()
+        packet = self._in_packet["packet"]
+        end = 2 + ((packet[0] << 8) | packet[1])
+        if end > len(packet) or end == 2:
+            return mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
+        if qos:
+            sink(bytes(packet[2:end]), bytes(packet[end + 2:]), (packet[end] << 8) | packet[end + 1])
+        else:
+            sink(bytes(packet[2:end]), bytes(packet[end:]), 0)
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        if not hasattr(self, "_packet_read"):  # another paho: its own loop
+            return super().loop_read(max_packets)
+        for _ in range(READ_BURST):
+            if self._sock is None:
+                return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            if rc == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN:
+                break
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+def make_client(cfg: MqttConfig) -> mqtt.Client:
+    v5 = cfg.protocol == "5"
+    kwargs: dict[str, Any] = {} if v5 else {"clean_session": False}
+    c = Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, manual_ack=True, **kwargs,
+    )
+    if cfg.username:
+        c.username_pw_set(cfg.username, secret(cfg.password_env))
+    if cfg.tls is not None:
+        t = cfg.tls
+        c.tls_set(
+            ca_certs=str(t.ca_file), certfile=str(t.cert_file) if t.cert_file else None,
+            keyfile=str(t.key_file) if t.key_file else None,
+        )
+    c.max_inflight_messages_set(1000)  # our own publishes (dead letters, warning state)
+    c.max_queued_messages_set(0)
+    c.reconnect_delay_set(min_delay=1, max_delay=30)
+    return c
+
+
+def connect_async(c: mqtt.Client, cfg: MqttConfig) -> None:
+    if cfg.protocol == "5":
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = cfg.session_expiry_s
+        props.ReceiveMaximum = cfg.receive_maximum
+        c.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=False, properties=props)
+    else:
+        c.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+
+
+def puback_blob(mids: Sequence[int]) -> bytes:
+    """The PUBACK packets of `mids`, back to back (valid under 3.1.1 and 5: reason 0, no properties)."""
+    a = np.asarray(mids, np.uint16)
+    out = np.empty((a.shape[0], 4), np.uint8)
+    out[:, 0] = PUBACK
+    out[:, 1] = 2
+    out[:, 2] = a >> 8
+    out[:, 3] = a & 0xFF
+    return out.tobytes()
+
+
+def ack_many(c: mqtt.Client, mids: Sequence[int]) -> None:
+    """Acknowledge QoS 1 messages of the current connection in one queued packet."""
+    if not len(mids):
+        return
+    queue = getattr(c, "_packet_queue", None)
+    if queue is None:
+        for mid in mids:
+            c.ack(mid, 1)
+        return
+    queue(PUBACK, puback_blob(mids), 0, 0)

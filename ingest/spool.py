@@ -1,0 +1,144 @@
+"""The disk spool: line-protocol batches kept on disk while InfluxDB is down or slow.
+
+One file per batch, named `{sequence:012d}-{readings}.lp`, written to a temporary name,
+fsync'ed, renamed into place and the folder fsync'ed: a file is either whole or absent after a
+crash, and once `append` returns, the batch survives a power cut, so its messages may be
+acknowledged to the broker. Replay takes files oldest first and deletes each only after
+InfluxDB accepted it; a crash in between replays it again, which is harmless (same series,
+same timestamps). The spool is bounded by `max_bytes`: past `warn_fraction` it says so loudly
+(log and metric), and when a batch does not fit, `append` refuses it, the caller stops
+acknowledging and the broker keeps the messages: nothing is dropped.
+
+Batches InfluxDB refused as malformed (HTTP 400) are moved to `quarantine/` for an operator,
+outside the bound, and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from pathlib import Path
+
+from ews import metrics
+
+log = logging.getLogger(__name__)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(folder: Path, name: str, data: bytes) -> Path:
+    tmp = folder / f".{name}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    final = folder / name
+    os.replace(tmp, final)
+    _fsync_dir(folder)
+    return final
+
+
+class Spool:
+    def __init__(self, folder: Path, max_bytes: int, warn_fraction: float = 0.8, target: str = "main"):
+        self.folder = Path(folder)
+        self.quarantine = self.folder / "quarantine"
+        self.quarantine.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.warn_bytes = int(max_bytes * warn_fraction)
+        self.target = target
+        self._files: deque[tuple[Path, int, int]] = deque()  # (path, bytes, readings), oldest first
+        self.bytes = 0
+        self.readings = 0
+        self._state = 0  # 0 fine, 1 past the warning fraction, 2 full
+        for stale in self.folder.glob(".*.tmp"):
+            stale.unlink()  # a write that never reached its rename: its messages were not acked
+        seq = 0
+        for path in sorted(self.folder.glob("*.lp")):
+            stem_seq, _, n = path.stem.partition("-")
+            size = path.stat().st_size
+            self._files.append((path, size, int(n or 0)))
+            self.bytes += size
+            self.readings += int(n or 0)
+            seq = max(seq, int(stem_seq))
+        self._seq = seq
+        metrics.SPOOL_LIMIT_BYTES.labels(target).set(max_bytes)
+        self._update()
+        if self._files:
+            log.warning("spool %s holds %d batches (%d readings, %.1f MB) from before; replaying them first",
+                        self.folder, len(self._files), self.readings, self.bytes / 1e6)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def fits(self, size: int) -> bool:
+        return self.bytes + size <= self.max_bytes
+
+    def append(self, lines: bytes, readings: int) -> bool:
+        """Keep a batch durably; False when it would pass the bound (nothing written)."""
+        if not self.fits(len(lines)):
+            if self._state != 2:
+                log.error(
+                    "spool %s is full (%.1f of %.1f MB): no longer acknowledging messages; the broker "
+                    "keeps them until InfluxDB takes the spool back", self.folder, self.bytes / 1e6,
+                    self.max_bytes / 1e6,
+                )
+            self._state = 2
+            metrics.SPOOL_FILLING.labels(self.target).set(2)
+            return False
+        self._seq += 1
+        path = _write_durably(self.folder, f"{self._seq:012d}-{readings}.lp", lines)
+        self._files.append((path, len(lines), readings))
+        self.bytes += len(lines)
+        self.readings += readings
+        metrics.SPOOLED.labels(self.target).inc(readings)
+        self._update()
+        return True
+
+    def head(self) -> tuple[Path, bytes, int] | None:
+        """The oldest batch: (path, line protocol, readings)."""
+        if not self._files:
+            return None
+        path, _, n = self._files[0]
+        return path, path.read_bytes(), n
+
+    def pop(self, path: Path, quarantine: bool = False) -> None:
+        """Drop the oldest batch once InfluxDB has it (or move it aside as malformed)."""
+        head, size, n = self._files.popleft()
+        assert head == path, "the spool replays in order"
+        if quarantine:
+            os.replace(path, self.quarantine / path.name)
+            _fsync_dir(self.quarantine)
+            metrics.QUARANTINED.labels(self.target).inc(n)
+        else:
+            path.unlink()
+            metrics.REPLAYED.labels(self.target).inc(n)
+        self.bytes -= size
+        self.readings -= n
+        self._update()
+
+    def quarantine_batch(self, lines: bytes, readings: int) -> Path:
+        self._seq += 1
+        metrics.QUARANTINED.labels(self.target).inc(readings)
+        return _write_durably(self.quarantine, f"{self._seq:012d}-{readings}.lp", lines)
+
+    def _update(self) -> None:
+        metrics.SPOOL_BYTES.labels(self.target).set(self.bytes)
+        metrics.SPOOL_READINGS.labels(self.target).set(self.readings)
+        state = 0 if self.bytes < self.warn_bytes else (1 if self.fits(1) else 2)
+        if state == 1 and self._state == 0:
+            log.error(
+                "spool %s passed %.0f%% of its %.1f MB bound (%d readings waiting): InfluxDB has been "
+                "unreachable or slow for a while; acknowledgements stop when it is full",
+                self.folder, 100 * self.bytes / self.max_bytes, self.max_bytes / 1e6, self.readings,
+            )
+        elif state == 0 and self._state != 0:
+            log.warning("spool %s is back under its warning level (%.1f MB)", self.folder, self.bytes / 1e6)
+        self._state = max(state, self._state) if state == 2 else state
+        metrics.SPOOL_FILLING.labels(self.target).set(self._state)

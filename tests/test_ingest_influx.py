@@ -1,0 +1,132 @@
+"""Both InfluxDB write paths with their credentials: v1 /write and influxdb-client's v2 API, against
+VictoriaMetrics requiring HTTP basic auth, and the token header checked on a recording server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+
+from ews.config import InfluxConfig, IngestConfig, MqttConfig
+from ews.regions import RegionRegistry
+from ews.sensors import SensorRegistry
+from ews.servers import LocalServers, VictoriaServer
+from ingest.collector import Collector, make_writer
+from ingest.influx_v1 import InfluxV1, WriteError
+from ingest.influx_v2 import InfluxV2
+from ingest.process import MessageProcessor
+
+from .conftest import COMM_A1, STREET_A, VICTORIA_PASSWORD, VICTORIA_USER
+
+LINES = (f"rain,community={COMM_A1},district=440106,sensor=RG-A1,street={STREET_A} value=1.5 1764300000000\n"
+         f"rain,community={COMM_A1},district=440106,sensor=RG-A1,street={STREET_A} value=2.5 1764300060000\n").encode()
+
+
+def exported(vm: VictoriaServer, match: str) -> list[tuple[int, float]]:
+    """Every sample VictoriaMetrics holds for the series selector, sorted by time."""
+    httpx.get(f"{vm.url}/internal/force_flush", auth=vm.auth).raise_for_status()
+    r = httpx.get(f"{vm.url}/api/v1/export", params={"match[]": match, "start": "0"}, auth=vm.auth)
+    r.raise_for_status()
+    out = []
+    for line in r.text.splitlines():
+        row = orjson.loads(line)
+        out += list(zip(row["timestamps"], row["values"], strict=True))
+    return sorted(out)
+
+
+def test_v1_and_v2_send_basic_auth(victoria: VictoriaServer) -> None:
+    InfluxV1(victoria.url, "auth_v1", VICTORIA_USER, VICTORIA_PASSWORD).write(LINES)
+    v2 = InfluxV2(victoria.url, "auth_v2", username=VICTORIA_USER, password=VICTORIA_PASSWORD)
+    v2.write(LINES.replace(b"RG-A1", b"RG-V2"))
+    v2.close()
+    want = [(1764300000000, 1.5), (1764300060000, 2.5)]
+    assert exported(victoria, '{__name__="rain_value",db="auth_v1"}') == want
+    assert exported(victoria, '{__name__="rain_value",sensor="RG-V2"}') == want
+    # without the right credentials nothing is stored, and the failure is one to retry (the spool)
+    bad = LINES.replace(b"RG-A1", b"RG-BAD")
+    for writer in (InfluxV1(victoria.url, "auth_bad", VICTORIA_USER, "wrong"),
+                   InfluxV2(victoria.url, "auth_bad", username=VICTORIA_USER, password="wrong"),
+                   InfluxV1(victoria.url, "auth_bad")):
+        with pytest.raises(WriteError) as info:
+            writer.write(bad)
+        assert info.value.retryable and "401" in str(info.value)
+    assert exported(victoria, '{__name__="rain_value",sensor="RG-BAD"}') == []
+
+
+@pytest.fixture
+def recorder() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    seen: list[dict[str, Any]] = []
+
+    class H(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            return None
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}", seen
+    finally:
+        srv.shutdown()
+
+
+def test_tokens_are_sent(recorder: tuple[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, seen = recorder
+    monkeypatch.setenv("EWS_TEST_INFLUX_TOKEN", "tok-123")
+    for api in ("v1", "v2"):
+        cfg = InfluxConfig(url=url, api=api, database="ews", org="district-440106", bucket="ews/autogen",
+                           token_env="EWS_TEST_INFLUX_TOKEN")
+        w = make_writer(cfg, cfg.database)
+        w.write(LINES)
+        w.close()
+    v1, v2 = seen
+    assert v1["auth"] == v2["auth"] == "Token tok-123"
+    assert v1["path"].startswith("/write?") and "db=ews" in v1["path"] and "precision=ms" in v1["path"]
+    assert v2["path"].startswith("/api/v2/write?")
+    assert "bucket=ews%2Fautogen" in v2["path"] and "org=district-440106" in v2["path"] and "precision=ms" in v2["path"]
+    assert v1["body"] == v2["body"] == LINES
+
+
+def test_collector_on_the_v2_api(
+    servers: LocalServers, victoria: VictoriaServer, mini_sensors: SensorRegistry, mini_regions: RegionRegistry,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EWS_TEST_VM_PASSWORD", VICTORIA_PASSWORD)
+    col = Collector(
+        # MQTT 5 here (3.1.1 everywhere else): paho's own message path and Receive Maximum
+        MqttConfig(port=servers.mqtt.port, client_id="test-ingest-v2", drill_root=None, protocol="5",
+                   receive_maximum=10),
+        InfluxConfig(url=victoria.url, api="v2", bucket="ews", username=VICTORIA_USER,
+                     password_env="EWS_TEST_VM_PASSWORD", flush_interval_s=0.02),
+        MessageProcessor(mini_sensors, mini_regions), ingest_cfg=IngestConfig(), spool_dir=tmp_path / "spool",
+    )
+    col.start()
+    pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="test-ingest-v2-pub")
+    pub.connect("127.0.0.1", servers.mqtt.port)
+    pub.loop_start()
+    now = (int(time.time() * 1000) // 1000) * 1000
+    sent = [(now - 60_000 * (40 - k), round(0.25 * k, 2)) for k in range(40)]
+    try:
+        for ts, v in sent + sent[:5]:  # the last five again, as a redelivery would
+            pub.publish(f"ews/440106/{STREET_A}/{COMM_A1}/rain/RG-A1", orjson.dumps({"ts": ts, "value": v}), qos=1)
+        deadline = time.monotonic() + 30
+        while col.stats["messages"] < len(sent) + 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert col.stats["spooled"] == 0
+        assert exported(victoria, '{__name__="rain_value",sensor="RG-A1",db=""}') == sent
+    finally:
+        pub.loop_stop()
+        col.stop()

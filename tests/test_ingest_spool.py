@@ -1,0 +1,166 @@
+"""The disk spool and the sink: durable, in order, bounded, and never dropping a batch."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+
+from ingest.influx_v1 import InfluxV1, WriteError
+from ingest.sink import Sink, Stopped, split_lines
+from ingest.spool import Spool
+
+
+class FakeInflux:
+    """Accepts writes unless told to be down; records what it got, in order."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.malformed: set[bytes] = set()
+        self.got: list[bytes] = []
+
+    def write(self, lines: bytes) -> None:
+        if self.down:
+            raise WriteError("connection refused", retryable=True)
+        if lines in self.malformed:
+            raise WriteError("400 unable to parse", retryable=False)
+        self.got.append(lines)
+
+    def create_database(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def batch(i: int) -> bytes:
+    return f"rain,sensor=RG-{i} value={i}.0 {1_764_300_000_000 + i}\n".encode()
+
+
+def test_spool_is_durable_ordered_and_bounded(tmp_path: Path) -> None:
+    s = Spool(tmp_path, max_bytes=10 * len(batch(1)), warn_fraction=0.3, target="t-spool")
+    for i in range(4):
+        assert s.append(batch(i), readings=1)
+    gauge = REGISTRY.get_sample_value
+    assert gauge("ews_spool_bytes", {"target": "t-spool"}) == sum(len(batch(i)) for i in range(4))
+    assert gauge("ews_spool_readings", {"target": "t-spool"}) == 4
+    assert gauge("ews_spool_filling", {"target": "t-spool"}) == 1  # past 30 %: said loudly
+    (tmp_path / ".000000000099-1.lp.tmp").write_bytes(b"torn")  # a write cut off before its rename
+    again = Spool(tmp_path, max_bytes=10 * len(batch(1)))  # as after a crash
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert (len(again), again.readings, again.bytes) == (4, 4, sum(len(batch(i)) for i in range(4)))
+    order = []
+    while (head := again.head()) is not None:
+        path, lines, _ = head
+        order.append(lines)
+        again.pop(path)
+    assert order == [batch(i) for i in range(4)]
+    assert again.bytes == 0 and not list(tmp_path.glob("*.lp"))
+    assert gauge("ews_spool_bytes", {"target": "main"}) == 0
+    small = Spool(tmp_path / "small", max_bytes=len(batch(1)) * 2)
+    assert small.append(batch(1), 1) and small.append(batch(2), 1)
+    assert not small.append(batch(3), 1)  # refused whole, nothing written
+    assert len(small) == 2 and len(list((tmp_path / "small").glob("*.lp"))) == 2
+
+
+def test_sink_spools_while_down_and_replays_in_order(tmp_path: Path) -> None:
+    db = FakeInflux()
+    sink = Sink(db, Spool(tmp_path, 1 << 20), threading.Event(), min_backoff_s=0.01, max_backoff_s=0.02)
+    assert sink.store(batch(0), 1) == "written"
+    db.down = True
+    assert [sink.store(batch(i), 1) for i in (1, 2, 3)] == ["spooled"] * 3
+    db.down = False
+    # while the spool holds batches, a new one joins its tail so order is kept
+    time.sleep(0.03)
+    assert sink.store(batch(4), 1) in ("written", "spooled")
+    deadline = time.monotonic() + 5
+    while len(sink.spool) and time.monotonic() < deadline:
+        time.sleep(0.03)
+        sink.drain()
+    assert db.got == [batch(i) for i in range(5)]
+    assert sink.store(batch(5), 1) == "written"
+
+
+def test_sink_waits_when_the_spool_is_full(tmp_path: Path) -> None:
+    db = FakeInflux()
+    db.down = True
+    stop = threading.Event()
+    sink = Sink(db, Spool(tmp_path, max_bytes=len(batch(1)) * 2), stop, min_backoff_s=0.01, max_backoff_s=0.05)
+    assert sink.store(batch(1), 1) == "spooled" and sink.store(batch(2), 1) == "spooled"
+    # full: store blocks (no ack) until InfluxDB takes the spool back
+    threading.Timer(0.3, lambda: setattr(db, "down", False)).start()
+    t0 = time.monotonic()
+    assert sink.store(batch(3), 1) in ("written", "spooled")
+    assert time.monotonic() - t0 >= 0.25
+    sink.drain()
+    assert db.got == [batch(1), batch(2), batch(3)]
+    # full and stopping: the batch is not stored and the caller must not acknowledge it
+    db.down = True
+    sink.store(batch(4), 1)
+    sink.store(batch(5), 1)
+    threading.Timer(0.2, stop.set).start()
+    with pytest.raises(Stopped):
+        sink.store(batch(6), 1)
+    assert batch(6) not in db.got
+
+
+def test_malformed_batches_are_quarantined(tmp_path: Path) -> None:
+    db = FakeInflux()
+    db.malformed.add(batch(1))
+    sink = Sink(db, Spool(tmp_path, 1 << 20), threading.Event())
+    assert sink.store(batch(1), 1) == "quarantined"
+    assert [p.read_bytes() for p in (tmp_path / "quarantine").glob("*.lp")] == [batch(1)]
+
+
+@pytest.fixture
+def slow_server() -> Iterator[tuple[str, dict[str, float]]]:
+    """An InfluxDB stand-in whose /write takes `delay` seconds, then answers 204."""
+    state = {"delay": 2.0, "writes": 0.0}
+
+    class H(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            time.sleep(state["delay"])
+            state["writes"] += 1
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            return None
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}", state
+    finally:
+        srv.shutdown()
+
+
+def test_a_write_past_its_deadline_goes_to_the_spool(tmp_path: Path, slow_server: tuple[str, dict[str, float]]) -> None:
+    url, state = slow_server
+    db = InfluxV1(url, "ews", write_timeout_s=0.3)
+    sink = Sink(db, Spool(tmp_path, 1 << 20), threading.Event(), min_backoff_s=0.01)
+    t0 = time.monotonic()
+    assert sink.store(batch(1), 1) == "spooled"
+    assert time.monotonic() - t0 < 1.5  # did not wait for the slow answer
+    state["delay"] = 0.0
+    time.sleep(0.05)
+    sink.drain()
+    assert len(sink.spool) == 0 and sink.healthy
+    db.close()
+
+
+def test_large_batches_go_out_as_concurrent_parts(tmp_path: Path) -> None:
+    db = FakeInflux()
+    sink = Sink(db, Spool(tmp_path, 1 << 30), threading.Event(), concurrency=2)
+    big = b"".join(batch(i) for i in range(20_000))
+    assert sink.store(big, 20_000) == "written"
+    assert len(db.got) == 2 and all(p.endswith(b"\n") for p in db.got)
+    assert sorted(b"".join(db.got).splitlines()) == sorted(big.splitlines())
+    sink.close()
+    assert split_lines(batch(1), 4) == [batch(1)]  # small batches stay whole
