@@ -47,8 +47,8 @@ class LevelChange:
     rule_id: str
     rule_version: str
     kind: str
-    subject: str  # sensor id (region-subject rules come later with area detectors)
-    community: str  # 12-digit code of the subject's community
+    subject: str  # sensor id, or a region code for area rules and feed-down warnings
+    community: str  # code of the subject's community (of the region itself for a region subject)
     measure: str  # what the value is, e.g. "rain_3h", "water_level", "gas"
     unit: str
     before: Level
@@ -59,3 +59,6 @@ class LevelChange:
     readings: list[tuple[int, float]] = field(default_factory=list)  # (ts_ms, value) that led here
     drill: bool = False
     rule_name: str = ""
+    # forecast rules: when the threshold is expected to be crossed, and the lead that gives
+    predicted_ts_ms: int | None = None
+    lead_s: float | None = None

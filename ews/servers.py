@@ -8,6 +8,7 @@ fault tests need.
 
 from __future__ import annotations
 
+import getpass
 import logging
 import shutil
 import socket
@@ -136,8 +137,33 @@ def mosquitto(state_dir: Path, port: int | None = None) -> ManagedServer:
     data.mkdir(parents=True, exist_ok=True)
     conf = (DEPLOY_DIR / "mosquitto" / "mosquitto.conf").read_text()
     conf_file = data / "mosquitto.conf"
-    conf_file.write_text(conf.replace("{port}", str(port)).replace("{data_dir}", str(data)))
+    conf_file.write_text(
+        conf.replace("{port}", str(port)).replace("{data_dir}", str(data)).replace("{user}", getpass.getuser())
+    )
     return ManagedServer("mosquitto", [binary, "-c", str(conf_file)], port, data, data / "stdout.log")
+
+
+def dev_certificates_dir(out_dir: Path) -> Path:
+    """A loopback CA and broker certificate (see ews.brokerauth.dev_certificates)."""
+    from ews.brokerauth import dev_certificates
+
+    dev_certificates(out_dir)
+    return out_dir
+
+
+def mosquitto_secure(state_dir: Path, auth_dir: Path, tls_dir: Path, port: int | None = None) -> ManagedServer:
+    """Mosquitto with TLS, password file and ACL (deploy/mosquitto/mosquitto-secure.conf)."""
+    binary = _require("mosquitto", "mosquitto")
+    port = port or free_port()
+    data = state_dir / "mosquitto-secure"
+    data.mkdir(parents=True, exist_ok=True)
+    conf = (DEPLOY_DIR / "mosquitto" / "mosquitto-secure.conf").read_text()
+    conf_file = data / "mosquitto.conf"
+    conf_file.write_text(
+        conf.replace("{port}", str(port)).replace("{data_dir}", str(data)).replace("{user}", getpass.getuser())
+        .replace("{auth_dir}", str(auth_dir)).replace("{tls_dir}", str(tls_dir))
+    )
+    return ManagedServer("mosquitto-secure", [binary, "-c", str(conf_file)], port, data, data / "stdout.log")
 
 
 def influxdb(state_dir: Path, port: int | None = None) -> InfluxServer:
@@ -153,6 +179,88 @@ def influxdb(state_dir: Path, port: int | None = None) -> InfluxServer:
         .replace("{data_dir}", str(data))
     )
     return InfluxServer("influxdb", [binary, "-config", str(conf_file)], port, data, data / "stdout.log")
+
+
+@dataclass
+class AlertmanagerServer(ManagedServer):
+    def wait_ready(self, deadline: float) -> bool:
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                return False
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=0.5).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        return False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def alertmanager(state_dir: Path, port: int | None = None) -> AlertmanagerServer:
+    """Debian's prometheus-alertmanager, clustering off (an empty cluster listen address)."""
+    binary = _require("prometheus-alertmanager", "prometheus-alertmanager")
+    port = port or free_port()
+    data = state_dir / "alertmanager"
+    data.mkdir(parents=True, exist_ok=True)
+    conf_file = data / "alertmanager.yml"
+    conf_file.write_text((DEPLOY_DIR / "alertmanager" / "alertmanager.yml").read_text())
+    argv = [
+        binary, f"--config.file={conf_file}", f"--storage.path={data / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
+    ]
+    return AlertmanagerServer("alertmanager", argv, port, data, data / "stdout.log")
+
+
+@dataclass
+class VictoriaServer(ManagedServer):
+    """VictoriaMetrics: InfluxDB line protocol on /write and /api/v2/write (no InfluxQL)."""
+
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        return (self.username, self.password or "") if self.username else None
+
+    def wait_ready(self, deadline: float) -> bool:
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                return False
+            try:
+                if httpx.get(f"{self.url}/health", auth=self.auth, timeout=0.5).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        return False
+
+
+def victoria_metrics(
+    state_dir: Path, port: int | None = None, username: str | None = None, password: str | None = None,
+) -> VictoriaServer:
+    """Debian's victoria-metrics; with a user, every request needs HTTP basic auth. Samples of a
+    series with the same millisecond are deduplicated, as InfluxDB overwrites the same point."""
+    binary = _require("victoria-metrics", "victoria-metrics")
+    port = port or free_port()
+    data = state_dir / f"victoria-{port}"
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [
+        binary, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={data / 'data'}",
+        "-retentionPeriod=100y", "-dedup.minScrapeInterval=1ms", "-search.latencyOffset=0s",
+        "-loggerLevel=WARN",
+    ]
+    if username:
+        argv += [f"-httpAuth.username={username}", f"-httpAuth.password={password or ''}"]
+    return VictoriaServer("victoria-metrics", argv, port, data, data / "stdout.log",
+                          username=username, password=password)
 
 
 @dataclass

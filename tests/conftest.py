@@ -10,7 +10,7 @@ import pytest
 
 from ews.regions import RegionFile, RegionRegistry
 from ews.sensors import Sensor, SensorRegistry
-from ews.servers import LocalServers, local_servers
+from ews.servers import LocalServers, VictoriaServer, local_servers, victoria_metrics
 
 DISTRICT, STREET_A, STREET_B = "440106", "440106001", "440106002"
 COMM_A1, COMM_A2, COMM_B1 = "440106001001", "440106001002", "440106002001"
@@ -70,3 +70,18 @@ _db_counter = itertools.count()
 def influx_db(servers: LocalServers) -> str:
     """A fresh database name per test, so counts are the test's own."""
     return f"test_{next(_db_counter)}"
+
+
+VICTORIA_USER, VICTORIA_PASSWORD = "ews-writer", "vm-test-secret"
+
+
+@pytest.fixture(scope="session")
+def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaServer]:
+    """VictoriaMetrics (InfluxDB v1 and v2 write APIs) requiring HTTP basic auth, for the session."""
+    vm = victoria_metrics(Path(tmp_path_factory.mktemp("victoria")), username=VICTORIA_USER,
+                          password=VICTORIA_PASSWORD)
+    vm.start()
+    try:
+        yield vm
+    finally:
+        vm.stop()
