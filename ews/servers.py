@@ -102,22 +102,38 @@ class ManagedServer:
 
 
 @dataclass
-class InfluxServer(ManagedServer):
+class HttpServer(ManagedServer):
+    """A server that says it is ready on an HTTP path of its own."""
+
+    ready_path = "/"
+    ready_status = 200
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        return None
+
     def wait_ready(self, deadline: float) -> bool:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 return False
             try:
-                if httpx.get(f"{self.url}/ping", timeout=0.5).status_code == 204:
+                r = httpx.get(f"{self.url}{self.ready_path}", auth=self.auth, timeout=0.5)
+                if r.status_code == self.ready_status:
                     return True
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
         return False
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+
+@dataclass
+class InfluxServer(HttpServer):
+    ready_path = "/ping"
+    ready_status = 204
 
 
 def _require(binary: str, package: str) -> str:
@@ -182,22 +198,8 @@ def influxdb(state_dir: Path, port: int | None = None) -> InfluxServer:
 
 
 @dataclass
-class AlertmanagerServer(ManagedServer):
-    def wait_ready(self, deadline: float) -> bool:
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                return False
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=0.5).status_code == 200:
-                    return True
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        return False
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+class AlertmanagerServer(HttpServer):
+    ready_path = "/-/ready"
 
 
 def alertmanager(state_dir: Path, port: int | None = None) -> AlertmanagerServer:
@@ -216,31 +218,17 @@ def alertmanager(state_dir: Path, port: int | None = None) -> AlertmanagerServer
 
 
 @dataclass
-class VictoriaServer(ManagedServer):
+class VictoriaServer(HttpServer):
     """VictoriaMetrics: InfluxDB line protocol on /write and /api/v2/write (no InfluxQL)."""
 
     username: str | None = None
     password: str | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    ready_path = "/health"
 
     @property
     def auth(self) -> tuple[str, str] | None:
         return (self.username, self.password or "") if self.username else None
-
-    def wait_ready(self, deadline: float) -> bool:
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                return False
-            try:
-                if httpx.get(f"{self.url}/health", auth=self.auth, timeout=0.5).status_code == 200:
-                    return True
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        return False
 
 
 def victoria_metrics(
