@@ -146,15 +146,23 @@ def _require(binary: str, package: str) -> str:
     return path
 
 
+def _write_conf(template: Path, dest: Path, **values: object) -> Path:
+    """The deploy/ template with its {placeholders} filled in, written to dest."""
+    text = template.read_text()
+    for name, value in values.items():
+        text = text.replace("{" + name + "}", str(value))
+    dest.write_text(text)
+    return dest
+
+
 def mosquitto(state_dir: Path, port: int | None = None) -> ManagedServer:
     binary = _require("mosquitto", "mosquitto")
     port = port or free_port()
     data = state_dir / "mosquitto"
     data.mkdir(parents=True, exist_ok=True)
-    conf = (DEPLOY_DIR / "mosquitto" / "mosquitto.conf").read_text()
-    conf_file = data / "mosquitto.conf"
-    conf_file.write_text(
-        conf.replace("{port}", str(port)).replace("{data_dir}", str(data)).replace("{user}", getpass.getuser())
+    conf_file = _write_conf(
+        DEPLOY_DIR / "mosquitto" / "mosquitto.conf", data / "mosquitto.conf",
+        port=port, data_dir=data, user=getpass.getuser(),
     )
     return ManagedServer("mosquitto", [binary, "-c", str(conf_file)], port, data, data / "stdout.log")
 
@@ -173,11 +181,9 @@ def mosquitto_secure(state_dir: Path, auth_dir: Path, tls_dir: Path, port: int |
     port = port or free_port()
     data = state_dir / "mosquitto-secure"
     data.mkdir(parents=True, exist_ok=True)
-    conf = (DEPLOY_DIR / "mosquitto" / "mosquitto-secure.conf").read_text()
-    conf_file = data / "mosquitto.conf"
-    conf_file.write_text(
-        conf.replace("{port}", str(port)).replace("{data_dir}", str(data)).replace("{user}", getpass.getuser())
-        .replace("{auth_dir}", str(auth_dir)).replace("{tls_dir}", str(tls_dir))
+    conf_file = _write_conf(
+        DEPLOY_DIR / "mosquitto" / "mosquitto-secure.conf", data / "mosquitto.conf",
+        port=port, data_dir=data, user=getpass.getuser(), auth_dir=auth_dir, tls_dir=tls_dir,
     )
     return ManagedServer("mosquitto-secure", [binary, "-c", str(conf_file)], port, data, data / "stdout.log")
 
@@ -187,12 +193,9 @@ def influxdb(state_dir: Path, port: int | None = None) -> InfluxServer:
     port = port or free_port()
     data = state_dir / "influxdb"
     data.mkdir(parents=True, exist_ok=True)
-    conf = (DEPLOY_DIR / "influxdb" / "influxdb.conf").read_text()
-    conf_file = data / "influxdb.conf"
-    conf_file.write_text(
-        conf.replace("{http_port}", str(port))
-        .replace("{rpc_port}", str(free_port()))
-        .replace("{data_dir}", str(data))
+    conf_file = _write_conf(
+        DEPLOY_DIR / "influxdb" / "influxdb.conf", data / "influxdb.conf",
+        http_port=port, rpc_port=free_port(), data_dir=data,
     )
     return InfluxServer("influxdb", [binary, "-config", str(conf_file)], port, data, data / "stdout.log")
 

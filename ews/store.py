@@ -266,24 +266,32 @@ def _held_dict(row: sqlite3.Row) -> dict[str, Any]:
     return d
 
 
+def open_sqlite(path: str) -> sqlite3.Connection:
+    """A connection shared by threads under the caller's lock, in WAL mode.
+
+    Autocommit (isolation_level None): callers open transactions explicitly with BEGIN
+    IMMEDIATE. NORMAL synchronous is durable across process kills in WAL mode; only power
+    loss may drop the last commits.
+    """
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
+
+
 class Store:
     """Warnings, transitions, audit, outbox, held notifications and silences in one SQLite file."""
 
     def __init__(self, path: str | Path):
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        # autocommit mode: transactions are opened explicitly with BEGIN IMMEDIATE
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
+        self._db = open_sqlite(self.path)
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL is durable across process kills in WAL mode; only power loss may drop
-            # the last commits
-            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
             self._upgrade()
 

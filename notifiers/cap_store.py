@@ -7,12 +7,12 @@ or deleted: a published CAP document is immutable (triggers refuse updates and d
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ews.store import open_sqlite
 from notifiers.cap import CapMessage, Reference
 
 _SCHEMA = """
@@ -44,15 +44,9 @@ _COLUMNS = ("seq", "identifier", "idempotency_key", "warning_id", "sender", "sen
 class CapStore:
     def __init__(self, path: str | Path):
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
+        self._db = open_sqlite(self.path)
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ import yaml
 
 from ews.config import sample_dir
 from ews.servers import LocalServers
+
+from .waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "kill-test-secret"
@@ -96,14 +98,6 @@ def receiver() -> Iterator[HoldingReceiver]:
     rx.server.server_close()
 
 
-def _wait(pred: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def _count(db: Path, sql: str) -> int:
     if not db.exists():
@@ -127,8 +121,8 @@ class Run:
         self.proc = subprocess.Popen([sys.executable, "-m", "ews.cli", "run", "--config", str(cfg)],
                                      cwd=REPO, env=env, stdout=self.out, stderr=subprocess.STDOUT)
         mark = self.log.stat().st_size
-        _wait(lambda: b"MQTT connected" in self.log.read_bytes()[mark:] or self.proc.poll() is not None, 60,
-              "the pipeline to connect")
+        assert wait_for(lambda: b"MQTT connected" in self.log.read_bytes()[mark:] or self.proc.poll() is not None,
+                        60), "the pipeline to connect"
         assert self.proc.poll() is None, self.log.read_text(errors="replace")[-3000:]
 
     def kill9(self) -> None:
@@ -172,7 +166,7 @@ def test_kill_minus_nine_between_transition_and_delivery(
         run = Run(cfg, log)
         now = int(time.time() * 1000)
         pub.publish(topic, orjson.dumps({"ts": now - 2000, "value": 31.0}), qos=1).wait_for_publish(5)
-        _wait(lambda: _count(db, "SELECT COUNT(*) FROM transitions") >= 1, 30, "the transition")
+        assert wait_for(lambda: _count(db, "SELECT COUNT(*) FROM transitions") >= 1, 30), "the transition"
         run.kill9()
         assert _count(db, "SELECT COUNT(*) FROM held") > 0
         assert _count(db, "SELECT COUNT(*) FROM outbox") == 0  # killed before any message was written
@@ -186,12 +180,12 @@ def test_kill_minus_nine_between_transition_and_delivery(
 
         # 3. restart: delivered again, acted on once; then the gas clears and that is delivered
         run = Run(cfg, log)
-        _wait(lambda: sum(receiver.acted.values()) >= 1, 30, "the redelivery")
+        assert wait_for(lambda: sum(receiver.acted.values()) >= 1, 30), "the redelivery"
         pub.publish(topic, orjson.dumps({"ts": int(time.time() * 1000) - 1000, "value": 0.0}),
                     qos=1).wait_for_publish(5)
-        _wait(lambda: _count(db, "SELECT COUNT(*) FROM transitions") >= 2
-              and _count(db, "SELECT COUNT(*) FROM held") == 0
-              and _count(db, "SELECT COUNT(*) FROM outbox WHERE state = 'pending'") == 0, 30, "the resolve")
+        assert wait_for(lambda: _count(db, "SELECT COUNT(*) FROM transitions") >= 2
+                        and _count(db, "SELECT COUNT(*) FROM held") == 0
+                        and _count(db, "SELECT COUNT(*) FROM outbox WHERE state = 'pending'") == 0, 30), "the resolve"
         assert run.stop() == 0
         run = None
     finally:

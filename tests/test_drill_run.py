@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +24,11 @@ from simulators.dryrun import unmet
 from simulators.publisher import publish_stream
 from simulators.scenario import load_scenario
 
+from .waiting import wait_for
+
 pytestmark = pytest.mark.integration
 KINDS = ("rain", "water_level", "ponding", "gas", "smoke")
 
-
-def wait_for(pred: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def make_pipeline(servers: LocalServers, influx_db: str, tmp_path: Path, name: str) -> Pipeline:

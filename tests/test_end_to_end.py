@@ -24,6 +24,8 @@ from ews.pipeline import Pipeline
 from ews.servers import LocalServers
 from ingest.influx_v1 import InfluxV1
 
+from .waiting import wait_for
+
 SECRET = "e2e-secret"
 STEP_MS = 300_000  # the gauges report every five minutes
 LEVELS = ["none", "blue", "yellow", "orange", "red"]
@@ -101,14 +103,6 @@ def hook() -> Iterator[Hook]:
     yield h
     h.server.shutdown()
 
-
-def wait_for(pred: Any, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_rain_series_to_signed_webhook(

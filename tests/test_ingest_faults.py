@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -30,6 +30,8 @@ from ingest.collector import Collector
 from ingest.influx_v1 import InfluxV1
 from ingest.process import MessageProcessor
 
+from .waiting import wait_for
+
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 Point = tuple[str, int, float]  # sensor, ts_ms, value
 
@@ -44,14 +46,6 @@ def own_servers(tmp_path: Path) -> Iterator[LocalServers]:
     finally:
         s.stop()
 
-
-def wait_for(pred: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 class Stream:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from ingest.influx_v1 import InfluxV1
 from ingest.process import MessageProcessor
 
 from .conftest import COMM_A1, COMM_B1, STREET_A
+from .waiting import wait_for
 
 
 def publisher(port: int, client_id: str) -> mqtt.Client:
@@ -42,14 +42,6 @@ def publisher(port: int, client_id: str) -> mqtt.Client:
     c.loop_start()
     return c
 
-
-def wait_for(pred: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 NOW = int(time.time() * 1000)

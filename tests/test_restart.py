@@ -40,6 +40,8 @@ from ews.servers import LocalServers, free_port
 from ingest.influx_v1 import InfluxV1
 from rules.runtime import RuleRuntime
 
+from .waiting import wait_for
+
 pytestmark = pytest.mark.integration
 STEP = 300_000
 LEVELS = ["none", "blue", "yellow", "orange", "red"]
@@ -82,14 +84,6 @@ def hook() -> Iterator[Hook]:
     yield h
     h.server.shutdown()
 
-
-def wait_for(pred: Any, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def stored(db: InfluxV1) -> int:
