@@ -57,9 +57,7 @@ from ews.config import sample_dir  # noqa: E402
 from ews.regions import RegionRegistry  # noqa: E402
 from ews.sensors import Sensor, SensorRegistry  # noqa: E402
 from ews.servers import influxdb, mosquitto  # noqa: E402
-
-sys.path.insert(0, str(_HERE))
-import mqtt_raw  # noqa: E402
+from simulators.mqttwire import LeanPublisher  # noqa: E402
 
 ROLES_FILE = _HERE / "ingest_roles.py"
 STEP_MS = 60_000
@@ -153,6 +151,22 @@ def run_role(role: str, port: int, client_id: str, messages: int, influx: str, d
     raise RuntimeError(f"{role} printed no result:\n{out.stderr.decode(errors='replace')[-3000:]}")
 
 
+def publish_all(port: int, messages: list[tuple[str, bytes]], client_id: str, progress: Any) -> None:
+    """Publish every (topic, payload) at QoS 1 with the load driver's lean publisher; return once
+    the broker has acknowledged them all, so the whole stream sits in the sessions' queues."""
+    pub = LeanPublisher("127.0.0.1", port, client_id)
+    try:
+        chunk = 5_000
+        for i in range(0, len(messages), chunk):
+            pub.publish_many([(t.encode(), p) for t, p in messages[i:i + chunk]])
+            progress(pub.acked)
+        if not pub.wait_acked(600):
+            raise RuntimeError(f"broker acknowledged {pub.acked} of {pub.sent} messages")
+        progress(pub.acked)
+    finally:
+        pub.close()
+
+
 def run_mode(per_message: int, n: int, roles: list[str], port: int, influx: str, state: Path,
              sensors: SensorRegistry) -> tuple[list[dict[str, Any]], float]:
     msgs, lines = stream(sensors, n, per_message)
@@ -162,7 +176,7 @@ def run_mode(per_message: int, n: int, roles: list[str], port: int, influx: str,
         make_session(port, ids[role], v5=role == "gmqtt")
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"publishing {len(msgs):,} messages ({n:,} readings) into the queues", total=len(msgs))
-        mqtt_raw.publish_all(port, msgs, f"bench-pub-{tag}", progress=lambda k: progress.update(task, completed=k))
+        publish_all(port, msgs, f"bench-pub-{tag}", progress=lambda k: progress.update(task, completed=k))
     results = []
     for role in roles:
         console.print(f"  {role} ({per_message}/message) draining its queue ...")
