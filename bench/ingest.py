@@ -7,8 +7,9 @@ project's deploy/ configuration), for each mode (1 reading per message on per-se
 and 100 per message as gateway batches):
 
 1. every subscriber's persistent session is created (QoS 1, `ews/#`), then the whole stream
-   (200,000 readings of the sample district's 305 sensors, quiet weather, event times within
-   the last 11 hours) is published once, before any subscriber connects: Mosquitto queues it
+   (200,000 readings of the sample district's 305 sensors, each at its kind's nominal
+   interval, quiet weather: the last 30 hours in event-time order) is published
+   once, before any subscriber connects: Mosquitto queues it
    for every session (max_queued_messages 0), so the publisher cannot be the bottleneck and
    all subscribers read the very same stream;
 2. each subscriber (bench/ingest_roles.py) runs alone in its own process and drains its
@@ -76,15 +77,24 @@ def quiet_value(s: Sensor, k: int) -> float:
 
 
 def stream(sensors: SensorRegistry, n: int, per_message: int) -> tuple[list[tuple[str, bytes]], bytes]:
-    """The messages of the stream, and the same readings as line protocol for the raw baseline."""
+    """The messages of the stream, and the same readings as line protocol for the raw baseline.
+
+    Every sensor reports at its kind's nominal interval (gas every minute, rain, river and
+    ponding every 5 minutes, smoke hourly), up to the last whole minute; the stream is the
+    newest `n` readings of the district in event-time order (about 30 hours of it for the
+    sample's 305 sensors), as a gateway flushing its buffer or a backlog after an outage.
+    """
     ss = sensors.sensors
-    rounds = n // len(ss) + 1
     end = (int(time.time() * 1000) // STEP_MS) * STEP_MS - STEP_MS
-    readings = []
-    for k in range(n):
-        s = ss[k % len(ss)]
-        j = k // len(ss)
-        readings.append((s, end - (rounds - j) * STEP_MS, quiet_value(s, j)))
+    step = [int(sensors.kinds[s.kind].interval_s * 1000) for s in ss]
+    per_hour = sum(3_600_000 / st for st in step)
+    span = int(n / per_hour * 3_600_000) + max(step)
+    every = []
+    for i, st in enumerate(step):
+        count = span // st + 1
+        every += [(end - (count - 1 - j) * st, i, j) for j in range(count)]
+    every.sort()
+    readings = [(ss[i], t, quiet_value(ss[i], j)) for t, i, j in every[-n:]]
     lines = "".join(f"{s.kind},community={s.community},district={s.district},sensor={s.id},street={s.street} "
                     f"value={float(v)} {t}\n" for s, t, v in readings).encode()
     if per_message == 1:

@@ -213,7 +213,8 @@ def run_pipeline(a: argparse.Namespace) -> None:
     cfg = Config(
         mqtt=MqttConfig(port=a.port, client_id=a.client_id, subscriptions=["ews/#"]),
         influxdb=InfluxConfig(url=a.influx, database=a.db),
-        ingest=IngestConfig(spool_dir=Path(a.state) / "spool"),
+        # the stream reaches 30 h back: every reading is evaluated, none stored as too late to warn on
+        ingest=IngestConfig(spool_dir=Path(a.state) / "spool", allowed_lateness_s=2 * 86400),
         registries=RegistryConfig(regions=sample_dir() / "regions.yaml", sensors=sample_dir() / "sensors.yaml"),
         rules_profile="guangdong",
         state_dir=Path(a.state),

@@ -20,10 +20,23 @@ raises a hazard level, and it feeds a device-fault warning instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 
 from detectors.windows import NO_TS, BoolArray, FloatArray, IntArray
+
+Commit = Callable[[], None]
+
+
+def _valid(n: IntArray, m: int) -> BoolArray:
+    out: BoolArray = np.arange(m)[None, :] < n[:, None]
+    return out
+
+
+def _nothing() -> None:
+    pass
 
 
 class OutOfRange:
@@ -34,6 +47,12 @@ class OutOfRange:
     def flags(self, s: IntArray, v: FloatArray) -> BoolArray:
         out: BoolArray = (v < self.lo[s]) | (v > self.hi[s])
         return out
+
+    def quiet(self, s: IntArray, t: IntArray, v: FloatArray, n: IntArray) -> Commit | None:
+        """Several in-order readings per subject (row i's first n[i] of (k, m)): the function
+        that stores what `flags` reading by reading would, if none is flagged, else None."""
+        bad = (v < self.lo[s][:, None]) | (v > self.hi[s][:, None])
+        return None if (bad & _valid(n, v.shape[1])).any() else _nothing
 
 
 class Spike:
@@ -57,6 +76,23 @@ class Spike:
         self.run[s] = np.where(flagged, run, 0)
         return flagged
 
+    def quiet(self, s: IntArray, t: IntArray, v: FloatArray, n: IntArray) -> Commit | None:
+        if (self.run[s] > 0).any():
+            return None  # a candidate level shift is being confirmed
+        prev = np.empty_like(v)
+        prev[:, 0] = self.good[s]
+        prev[:, 1:] = v[:, :-1]
+        if ((np.abs(v - prev) > self.max_jump[s][:, None]) & _valid(n, v.shape[1])).any():
+            return None
+        last = v[np.arange(s.shape[0]), n - 1]
+
+        def store() -> None:
+            self.good[s] = last
+            self.cand[s] = np.nan
+            self.run[s] = 0
+
+        return store
+
 
 class Stuck:
     def __init__(self, tolerance: FloatArray, duration_ms: int, min_readings: int = 3,
@@ -79,6 +115,35 @@ class Stuck:
         exempt = (np.abs(v[:, None] - self.ignore[None, :]) <= self.tolerance[s][:, None]).any(axis=1)
         out: BoolArray = (t - since >= self.duration_ms) & (count >= self.min_readings) & ~exempt
         return out
+
+    def quiet(self, s: IntArray, t: IntArray, v: FloatArray, n: IntArray) -> Commit | None:
+        if (self.tolerance[s] != 0).any():
+            return None  # a run's reference is its first value: only exact repeats are vectorised
+        k, m = v.shape
+        valid = _valid(n, m)
+        prev = np.empty_like(v)
+        prev[:, 0] = self.ref[s]
+        prev[:, 1:] = v[:, :-1]
+        same = v == prev  # NaN never equals: a new run, as in `flags`
+        pos = np.arange(m)[None, :]
+        start = np.maximum.accumulate(np.where(same, -1, pos), axis=1)  # -1: run began earlier
+        i = np.arange(k)[:, None]
+        begun = start >= 0
+        since = np.where(begun, t[i, np.maximum(start, 0)], self.since[s][:, None])
+        count = np.where(begun, pos - start + 1, self.count[s][:, None] + pos + 1)
+        exempt = (v[:, :, None] == self.ignore[None, None, :]).any(axis=2)
+        flagged = (t - since >= self.duration_ms) & (count >= self.min_readings) & ~exempt
+        if (flagged & valid).any():
+            return None
+        j = np.arange(k)
+        at = n - 1
+        ref = np.where(begun[j, at], v[j, np.maximum(start[j, at], 0)], self.ref[s])
+        since_end, count_end = since[j, at], count[j, at]
+
+        def store() -> None:
+            self.ref[s], self.since[s], self.count[s] = ref, since_end, count_end
+
+        return store
 
 
 class Drift:
@@ -113,6 +178,38 @@ class Drift:
             self.next_check[d] = td + self.every_ms
         out: BoolArray = self.flagged[s]
         return out
+
+    def quiet(self, s: IntArray, t: IntArray, v: FloatArray, n: IntArray) -> Commit | None:
+        """When no neighbourhood can reach `min_level` in this stretch, no sensor can be judged,
+        so none is flagged; the means and check times still advance reading by reading."""
+        if self.flagged[s].any() or not self.min_level > 0:
+            return None
+        valid = _valid(n, v.shape[1])
+        # an exponentially weighted mean stays within its old value and the new readings
+        held = self.mean[~np.isnan(self.mean)]
+        top = max(float(held.max()) if held.shape[0] else -np.inf, float(np.where(valid, v, -np.inf).max()))
+        if not top < self.min_level:
+            return None
+        mean, last, next_check = self.mean[s], self.last_ts[s], self.next_check[s]
+        checked = np.zeros(s.shape[0], np.bool_)
+        for c in range(v.shape[1]):
+            ok = valid[:, c]
+            tc, vc = t[:, c], v[:, c]
+            dt = np.where(last == NO_TS, 0, tc - last)
+            with np.errstate(invalid="ignore"):
+                alpha = np.where(np.isnan(mean), 1.0, -np.expm1(-dt / self.tau_ms))
+                mean = np.where(ok, np.where(np.isnan(mean), vc, mean + alpha * (vc - mean)), mean)
+            last = np.where(ok, tc, last)
+            due = ok & (tc >= next_check)
+            checked |= due
+            next_check = np.where(due, tc + self.every_ms, next_check)
+
+        def store() -> None:
+            self.mean[s], self.last_ts[s], self.next_check[s] = mean, last, next_check
+            self.off_since[s[checked]] = NO_TS
+            self.flagged[s[checked]] = False
+
+        return store
 
     def _off(self, s: IntArray) -> BoolArray:
         nb = self.neighbours[s]

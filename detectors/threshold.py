@@ -29,6 +29,8 @@ between two readings that are both above counts as time spent above.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 
@@ -105,6 +107,42 @@ class ThresholdDetector:
         self._store(rows, active)
         return level_of(active, self.level_values)
 
+    def quiet(self, rows: IntArray, ts: IntArray, value: FloatArray, n: IntArray) -> Callable[[], None] | None:
+        """Several readings per subject at once, when none of them can raise a level.
+
+        `rows` unique subjects; `ts` (k, m) and `value` (k, m, n_columns) hold row i's readings
+        in their first `n[i]` columns, in event-time order. When no subject is active and no
+        reading is above any threshold, every level stays NONE and only the exit timers move:
+        returns the function that stores them (exactly where `update` reading by reading would
+        leave them). Otherwise None, and nothing has changed.
+        """
+        if self.active[rows].any():
+            return None
+        k, m = ts.shape
+        valid = np.arange(m)[None, :] < n[:, None]
+        enter = self.enter[rows][:, None, :]
+        with np.errstate(invalid="ignore"):
+            if ((value >= enter) & valid[:, :, None]).any():
+                return None
+            if not self._timed:
+                return _nothing
+            below = (value < self.exit[rows][:, None, :]) | np.isnan(enter)
+        # the exit timer runs from the first reading of the trailing run of readings below
+        pos = np.arange(m)[None, :, None]
+        last_not = np.where(~below & valid[:, :, None], pos, -1).max(axis=1)  # (k, C)
+        first = np.minimum(last_not + 1, m - 1)
+        i = np.arange(k)[:, None]
+        since = np.where(last_not + 1 < n[:, None], ts[i, first], NO_TS)
+        old = self.below_since[rows]
+        carried = np.where(old == NO_TS, ts[:, :1], old)
+        since = np.where(last_not < 0, carried, since)
+
+        def store() -> None:
+            self.above_since[rows] = NO_TS
+            self.below_since[rows] = since
+
+        return store
+
     def _store(self, rows: IntArray | None, active: BoolArray) -> None:
         if rows is None:
             self.active = active
@@ -122,3 +160,7 @@ def level_of(active: BoolArray, level_values: npt.NDArray[np.int8]) -> npt.NDArr
     for c in range(active.shape[1]):
         np.maximum(out, active[:, c] * level_values[c], out=out)
     return out
+
+
+def _nothing() -> None:
+    pass

@@ -30,6 +30,7 @@ logical position maps to its slot with a mask instead of an integer division.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +59,21 @@ def capacity_for(span_ms: int, interval_ms: int, margin: float = 1.25, extra: in
 
 def pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
+
+
+@dataclass(frozen=True, slots=True)
+class Undo:
+    """The slots and row state an `append_runs` overwrote."""
+
+    rows: IntArray
+    flat: IntArray
+    data: FloatArray
+    end: IntArray
+    count: IntArray
+    last_ts: IntArray
+    total: FloatArray
+    newest_before: FloatArray
+    rewritten: BoolArray
 
 
 class Windows:
@@ -164,6 +180,46 @@ class Windows:
         self.last_ts[rows] = ts
         self.newest_before[rows] = total
         self.total[rows] = total + value
+
+    def append_runs(self, rows: IntArray, ts: IntArray, value: FloatArray, n: IntArray) -> Undo:
+        """Append several readings per row at once: exactly what `n[i]` appends of one reading
+        each would store (the running sums are a left-to-right cumsum, the same additions).
+
+        `rows` unique; `ts`, `value` of shape (k, m), row i's readings in its first `n[i]`
+        columns, ts increasing and newer than the row's newest. Of more readings than the ring
+        holds only the newest are stored, as appends would leave it. Returns what `undo` needs
+        to put the rows back as they were.
+        """
+        k, m = ts.shape
+        pos = np.arange(m)[None, :]
+        valid = pos < n[:, None]
+        end0, count0 = self.end[rows], self.count[rows]
+        sums = np.empty((k, m + 1))
+        sums[:, 0] = self.total[rows]
+        sums[:, 1:] = np.where(valid, value, 0.0)
+        np.cumsum(sums, axis=1, out=sums)
+        kept = valid & (pos >= n[:, None] - self.capacity)
+        flat = self.flat(rows[:, None], end0[:, None] + pos)[kept]
+        undo = Undo(rows, flat, self.data[flat], end0, count0, self.last_ts[rows], self.total[rows],
+                    self.newest_before[rows], self.rewritten[rows])
+        block = np.empty((flat.shape[0], 3))
+        block[:, TS] = ts[kept]
+        block[:, VAL] = value[kept]
+        block[:, BEF] = sums[:, :m][kept]
+        self.data[flat] = block
+        i = np.arange(k)
+        self.end[rows] = end0 + n
+        self.count[rows] = np.minimum(count0 + n, self.capacity)
+        self.last_ts[rows] = ts[i, n - 1]
+        self.newest_before[rows] = sums[i, n - 1]
+        self.total[rows] = sums[i, n]
+        return undo
+
+    def undo(self, u: Undo) -> None:
+        self.data[u.flat] = u.data
+        r = u.rows
+        self.end[r], self.count[r], self.last_ts[r] = u.end, u.count, u.last_ts
+        self.total[r], self.newest_before[r], self.rewritten[r] = u.total, u.newest_before, u.rewritten
 
     def row(self, row: int) -> tuple[IntArray, FloatArray, FloatArray]:
         """All readings of one row, oldest first: (ts, value, before)."""

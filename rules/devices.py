@@ -16,6 +16,7 @@ feed returns every sensor of the district gets a full timeout before it can be c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -115,6 +116,29 @@ class FaultState:
         moved = np.flatnonzero(new != old)
         at = cand[moved] if pos is None else pos[cand[moved]]
         return flagged, at, old[moved], new[moved]
+
+
+    def quiet(self, rows: IntArray, t: IntArray, v: FloatArray, n: IntArray) -> Callable[[], None] | None:
+        """Several in-order readings per row ((k, m), row i's first n[i]), none of them flagged
+        and no warning open: the function that stores the state `flags` would leave, else None."""
+        s_all = self.subject_of_row[rows]
+        sel = np.flatnonzero(s_all >= 0)
+        if sel.shape[0] == 0:
+            return lambda: None
+        s, t, v, n = s_all[sel], t[sel], v[sel], n[sel]
+        if (self.level[s] > 0).any() or (t[:, 0] <= self.last_ts[s]).any():
+            return None
+        detector = self.detector.quiet(s, t, v, n)
+        if detector is None:
+            return None
+        last = t[np.arange(s.shape[0]), n - 1]
+
+        def store() -> None:
+            detector()
+            self.last_ts[s] = last
+            self.last_flag[s] = False
+
+        return store
 
 
 @dataclass

@@ -44,6 +44,7 @@ from rules.binding import Binding, FaultBinding, bind, bind_fault
 from rules.devices import FaultState, NoDataState
 from rules.measures import MeasurePlan
 from rules.model import RuleSet
+from rules.quiet import quiet_rounds
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -110,6 +111,7 @@ class RuleEngine:
         self.registry = sensors
         self.start_ms = int(time.time() * 1000) if start_ms is None else int(start_ms)
         self.bind_problems: list[str] = []
+        self.quiet_stretches = True  # several readings per sensor: try the one-pass path first
         self.bindings: list[Binding] = []
         for spec in ruleset.rules:
             b, problems = bind(spec, sensors)
@@ -261,9 +263,10 @@ class RuleEngine:
         first = np.ones(n, np.bool_)
         first[1:] = rows[1:] != rows[:-1]
         rank = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
+        done = quiet_rounds(ks, rows, ts, value, rank) if self.quiet_stretches else 0
         by_round = np.lexsort((rows, rank))
         bounds = np.searchsorted(rank[by_round], np.arange(int(rank.max()) + 2))
-        for r in range(bounds.shape[0] - 1):
+        for r in range(done, bounds.shape[0] - 1):
             sel = by_round[bounds[r]:bounds[r + 1]]
             self._round(ks, rows[sel], ts[sel], value[sel], drill, out)
 

@@ -1,0 +1,146 @@
+"""Quiet stretches: many readings per sensor evaluated in one pass instead of round by round.
+
+A batch that holds several readings per sensor (a gateway flushing its buffer, a backlog after
+an outage, a replay) is evaluated by the engine in event-time rounds, one reading per sensor
+each, and a round costs the same hundred-odd small array operations whether it holds ten
+readings or ten thousand. Most such stretches are quiet: nothing is raised, nothing is open,
+no reading is flagged. This pass proves that for a whole stretch of one kind at once and then
+stores exactly the state the rounds would have left (windows, running sums, fault and exit
+timers), so the result never depends on which path ran. Every proof works on (sensors x
+readings) arrays: readings into the windows as one block, every measure at every reading's
+own time, every threshold against every value.
+
+It declines, changing nothing, when any part is not provably quiet (a level open or about to
+open, a fault flagged or open, a flapping subject, an area rule with flapping suppression, a
+cumulative gauge, a reading out of order or repeated, a stretch that would push readings still
+inside a window out of the ring); the rounds then do the work as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from detectors.accumulate import first_after
+from detectors.windows import FloatArray, IntArray
+
+if TYPE_CHECKING:
+    from rules.engine import KindState, RuleState
+
+MIN_ROUNDS = 2  # one reading per sensor is already a single round
+
+
+def quiet_rounds(ks: KindState, rows: IntArray, ts: IntArray, value: FloatArray, rank: IntArray) -> int:
+    """Evaluate leading rounds of a kind's readings (sorted by row, then ts; `rank` = round of
+    each) in one pass, piece by piece while the stretch stays quiet; returns how many rounds
+    were done (0: none, the rounds do it all)."""
+    total = int(rank.max()) + 1
+    done = 0
+    while total - done >= MIN_ROUNDS:
+        if done:
+            rest = rank >= done
+            rows, ts, value, rank = rows[rest], ts[rest], value[rest], rank[rest] - done
+        fits = _fits(ks, rows, ts, rank)
+        if fits < MIN_ROUNDS:
+            break
+        piece = min(fits, total - done)
+        if piece < total - done:
+            head = rank < piece
+            ok = quiet_pass(ks, rows[head], ts[head], value[head])
+        else:
+            ok = quiet_pass(ks, rows, ts, value)
+        if not ok:
+            break
+        done += piece
+    return done
+
+
+def _fits(ks: KindState, rows: IntArray, ts: IntArray, rank: IntArray) -> int:
+    """Rounds the ring takes at once: readings inside a window of a row's first reading of the
+    piece must still be there when its last one is in, since measures are read from the ring."""
+    if ks.plan.n_columns == 1:
+        return int(rank.max()) + 1
+    win = ks.windows
+    starts = np.flatnonzero(rank == 0)
+    u = rows[starts]
+    held = win.end[u] - first_after(win, u, ts[starts] - win.span_ms)
+    return int((win.capacity - held).min())
+
+
+def quiet_pass(ks: KindState, rows: IntArray, ts: IntArray, value: FloatArray) -> bool:
+    """Evaluate a kind's readings (sorted by row, then ts; the ring holds them all) in one pass
+    if the stretch is quiet; False (nothing changed) when the rounds must do it."""
+    n_all = rows.shape[0]
+    first = np.ones(n_all, np.bool_)
+    first[1:] = rows[1:] != rows[:-1]
+    starts = np.flatnonzero(first)
+    u = rows[starts]
+    n = np.diff(np.append(starts, n_all))
+    m = int(n.max())
+    win = ks.windows
+    if ks.counter is not None and ks.is_counter[u].any():
+        return False
+    same_row = ~first[1:]
+    if (ts[1:][same_row] <= ts[:-1][same_row]).any() or (ts[starts] <= win.last_ts[u]).any():
+        return False  # repeated or out-of-order readings take the rounds' careful path
+    if not all(_calm(rs, u) for rs in ks.rules):
+        return False
+    at = starts[:, None] + np.minimum(np.arange(m)[None, :], (n - 1)[:, None])
+    t2, v2 = ts[at], value[at]
+    commits: list[Callable[[], None]] = []
+    for fs in ks.faults:
+        c = fs.quiet(u, t2, v2, n)
+        if c is None:
+            return False
+        commits.append(c)
+    if ks.rules:
+        undo = win.append_runs(u, t2, v2, n)
+        valid = np.arange(m)[None, :] < n[:, None]
+        r_flat = np.broadcast_to(u[:, None], (u.shape[0], m))[valid]
+        measures = np.full((u.shape[0], m, ks.plan.n_columns), np.nan)
+        measures[valid] = ks.plan.compute(win, ks.accumulator, r_flat, v2[valid], t=t2[valid])
+        for rs in ks.rules:
+            c = _rule(rs, u, t2, measures, n)
+            if c is None:
+                win.undo(undo)
+                return False
+            commits.append(c)
+        if ks.accumulator is not None:
+            ks.accumulator.valid[u] = False  # remembered window starts: found again next round
+    for c in commits:
+        c()
+    return True
+
+
+def _calm(rs: RuleState, u: IntArray) -> bool:
+    """Nothing raised or held for the rule's subjects among rows `u` (checked before any work)."""
+    s = rs.subject_of_row[u]
+    s = s[s >= 0]
+    if rs.raw[s].any() or rs.level[s].any():
+        return False
+    if rs.flap is None:
+        return True
+    return rs.area is None and not rs.flap.flapping[s].any()
+
+
+def _rule(rs: RuleState, u: IntArray, t2: IntArray, measures: FloatArray, n: IntArray
+          ) -> Callable[[], None] | None:
+    s_all = rs.subject_of_row[u]
+    sel = np.flatnonzero(s_all >= 0)
+    if sel.shape[0] == 0:
+        return lambda: None
+    s = s_all[sel]
+    vals = measures[sel][:, :, rs.cols]
+    store = rs.detector.quiet(s, t2[sel], vals, n[sel])
+    if store is None or rs.area is None:
+        return store
+    last = vals[np.arange(s.shape[0]), n[sel] - 1]
+    detector_store = store
+
+    def store_area() -> None:
+        detector_store()
+        rs.values[s] = last  # an area rule words its region warnings from its members' last values
+
+    return store_area
