@@ -8,11 +8,13 @@ Four threads, so that each stage works while the next one waits for I/O or the G
   and builds its line protocol, while the previous batch is still being written;
 - the write thread makes the batch durable (InfluxDB within the deadline, else the fsync'ed
   spool: `ingest/sink.py`), publishes its rejections to the dead-letter topic, acknowledges
-  all its messages to the broker in one packet, and only then hands the readings on;
+  all its messages to the broker in one packet, and only then hands the readings on; it starts
+  writing the next batch before it waits for this one, so InfluxDB never idles between
+  batches, and finishes batches in the order they arrived;
 - the rules thread runs `on_readings` (the rules engine and the warning lifecycle), through
   the reorder buffer when `ingest.reorder_s` is set, and raises unregistered-sensor warnings.
 
-Each hand-over is bounded (two batches), so a slow stage holds the broker back instead of
+Each hand-over is bounded (a few batches), so a slow stage holds the broker back instead of
 filling memory; an acknowledged reading that the process dies before evaluating is in
 InfluxDB, from which the rules rebuild their state at start-up.
 
@@ -52,7 +54,7 @@ from ingest.mqttclient import Client, ack_many, connect_async, make_client
 from ingest.process import MessageProcessor, Outcome, Unregistered
 from ingest.reasons import Rejection
 from ingest.reorder import ReorderBuffer
-from ingest.sink import LineWriter, Sink, Stopped
+from ingest.sink import LineWriter, Sink, Stopped, Writing
 from ingest.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ class _Lane:
     lines: bytes
     readings: int
     outcome: Outcome
+    writing: Writing | None = None  # its write, while in flight
 
 
 @dataclass(slots=True)
@@ -150,8 +153,9 @@ class Collector:
         self._idle = False
         self._wake = threading.Event()
         self._work: queue.Queue[_Work | None] = queue.Queue()
-        # at most two batches between taking and finishing: one written, one decoded meanwhile
-        self._slots = threading.Semaphore(2)
+        # at most three batches between taking and finishing: two being written (one finishing,
+        # one started), one decoded meanwhile
+        self._slots = threading.Semaphore(3)
         self._generation = 0
         self._connected = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -238,6 +242,7 @@ class Collector:
     def start(self, wait_connected_s: float = 10.0) -> None:
         connect_async(self.client, self.cfg)
         self.client.loop_start()
+        self.sinks[False].prepare()  # while the broker connects (drill databases: when used)
         for name, fn in (("ingest-decode", self._decode_loop), ("ingest-write", self._write_loop),
                          ("ingest-rules", self._rules_loop)):
             t = threading.Thread(target=fn, name=name, daemon=True)
@@ -338,10 +343,17 @@ class Collector:
     # --- write thread ---------------------------------------------------------------------------
 
     def _write_loop(self) -> None:
+        # one batch in flight while the next is started: its writes overlap the previous
+        # batch's last request, and batches still finish (ack, hand on) in arrival order
+        pending: _Work | None = None
         while True:
             try:
-                work = self._work.get(timeout=0.5)
+                work = self._work.get(timeout=0.5) if pending is None else self._work.get_nowait()
             except queue.Empty:
+                if pending is not None:
+                    self._complete(pending)
+                    pending = None
+                    continue
                 for sink in self.sinks.values():
                     try:
                         sink.drain()
@@ -349,22 +361,32 @@ class Collector:
                         log.exception("spool replay failed")
                 continue
             if work is None:
+                if pending is not None:
+                    self._complete(pending)
                 self._to_rules_q.put(None)
                 return
-            try:
-                self._finish(work)
-            except Stopped:
-                log.warning("stopped before %d messages were stored; the broker redelivers them", len(work.mids))
-            except Exception:
-                metrics.PIPELINE_ERRORS.labels("ingest").inc()
-                log.exception("storing a batch of %d messages failed; they stay unacknowledged", len(work.mids))
-            finally:
-                self._done += len(work.mids)
-                self._slots.release()
+            for lane in work.lanes:
+                if lane.readings:
+                    lane.writing = self.sinks[lane.drill].begin(lane.lines)
+            if pending is not None:
+                self._complete(pending)
+            pending = work
+
+    def _complete(self, work: _Work) -> None:
+        try:
+            self._finish(work)
+        except Stopped:
+            log.warning("stopped before %d messages were stored; the broker redelivers them", len(work.mids))
+        except Exception:
+            metrics.PIPELINE_ERRORS.labels("ingest").inc()
+            log.exception("storing a batch of %d messages failed; they stay unacknowledged", len(work.mids))
+        finally:
+            self._done += len(work.mids)
+            self._slots.release()
 
     def _finish(self, work: _Work) -> None:
         for lane in work.lanes:
-            if lane.readings and self.sinks[lane.drill].store(lane.lines, lane.readings) == "spooled":
+            if lane.readings and self.sinks[lane.drill].finish(lane.lines, lane.readings, lane.writing) == "spooled":
                 self.stats["spooled"] += lane.readings
         for lane in work.lanes:
             for r in lane.outcome.rejections:

@@ -3,9 +3,10 @@
 One measurement per kind; tags sensor, district, street, community (sorted by key, as InfluxDB
 prefers); field `value` plus health fields when present; timestamp = event time in ms.
 Per-sensor prefixes are built once. Numbers are formatted by orjson over whole arrays (its
-float formatting is the shortest round-trip form, like `repr`, at a tenth of the cost), and
-the lines are assembled with one bytes join: about 0.35 µs a reading against 1.1 µs for an
-f-string per line.
+float formatting is the shortest round-trip form, like `repr`, at a tenth of the cost), with
+the separators put in by one replace over the whole text, and the lines are assembled with one
+bytes join of three parts a line: about 0.35 µs a reading against 1.1 µs for an f-string per
+line.
 
 Readings of unregistered sensors (policy `store`) go to the measurement `unregistered` with a
 `kind` tag, apart from the registered series that dashboards and rules read.
@@ -32,8 +33,11 @@ def _escape_tag(s: str) -> str:
     return s.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
-def _numbers(a: npt.NDArray[np.generic]) -> list[bytes]:
-    return orjson.dumps(np.ascontiguousarray(a), option=_NUMPY)[1:-1].split(b",")
+def _numbers(a: npt.NDArray[np.generic], end: bytes) -> list[bytes]:
+    """Each number of `a` formatted, followed by `end`: the separators are put in by one
+    replace over the whole text, not by a concatenation per number."""
+    text = orjson.dumps(np.ascontiguousarray(a), option=_NUMPY)[1:-1]
+    return (text + end).replace(b",", end + b",").split(b",")
 
 
 def _tags(measurement: str, community: str, sensor: str, kind: str | None = None) -> str:
@@ -66,10 +70,10 @@ class LineBuilder:
                 return head + self._with_health(sensor[rich], ts_ms[rich], value[rich],
                                                 None if battery is None else battery[rich],
                                                 None if rssi is None else rssi[rich])
-        parts: list[bytes] = [b" "] * (4 * n)
-        parts[0::4] = list(map(self.prefixes.__getitem__, sensor.tolist()))
-        parts[1::4] = _numbers(value)
-        parts[3::4] = [t + b"\n" for t in _numbers(ts_ms)]
+        parts: list[bytes] = [b""] * (3 * n)
+        parts[0::3] = list(map(self.prefixes.__getitem__, sensor.tolist()))
+        parts[1::3] = _numbers(value, b" ")
+        parts[2::3] = _numbers(ts_ms, b"\n")
         return b"".join(parts)
 
     def _with_health(

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from ews import metrics
@@ -47,6 +48,14 @@ class LineWriter(Protocol):
     def write(self, lines: bytes) -> None: ...
     def create_database(self) -> None: ...
     def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Writing:
+    """A batch being written in the background: its parts' futures and when it started."""
+
+    parts: list[Future[None]]
+    t0: float
 
 
 class Stopped(Exception):
@@ -90,6 +99,33 @@ class Sink:
             if self.stop.wait(min(self._backoff, 1.0)):
                 raise Stopped("stopping with the spool full")
 
+    def begin(self, lines: bytes) -> Writing | None:
+        """Start writing a batch in the background, so the next one can start before this one
+        is done (InfluxDB keeps `concurrency` requests busy instead of waiting at every batch's
+        end); `finish` then makes it durable. None when this batch must take `store`'s path (the
+        spool holds batches, InfluxDB is failing, the database is not made yet)."""
+        if len(self.spool) or not self.healthy or not self._database_ready:
+            return None
+        parts = split_lines(lines, self.concurrency)
+        return Writing([self._pool().submit(self.writer.write, p) for p in parts],
+                       time.perf_counter())
+
+    def finish(self, lines: bytes, readings: int, writing: Writing | None) -> Stored:
+        """Wait for a batch `begin` started; if it failed (or was not started), `store` it."""
+        if writing is not None:
+            try:
+                for f in writing.parts:
+                    f.result()
+            except WriteError as exc:
+                if exc.retryable:
+                    self._failed(exc)  # straight to the spool, no second attempt now
+            except Exception as exc:  # a bug or an unexpected answer: the careful path decides
+                log.warning("background write failed (%r); storing the batch again", exc)
+            else:
+                metrics.WRITE_SECONDS.observe(time.perf_counter() - writing.t0)
+                return "written"
+        return self.store(lines, readings)
+
     def drain(self, budget_s: float = 0.5) -> None:
         """Replay spooled batches oldest first while InfluxDB takes them, for up to `budget_s`."""
         if not len(self.spool) or not self._may_try():
@@ -113,13 +149,24 @@ class Sink:
         if not len(self.spool):
             log.info("spool replayed: every reading it held is in InfluxDB")
 
-    def _write(self, lines: bytes) -> None:
+    def prepare(self) -> None:
+        """Create the database ahead of the first batch, if InfluxDB answers now (else the first
+        write tries again), so that batch can be written in the background like the others."""
+        try:
+            self._ensure_database()
+        except WriteError as exc:
+            log.warning("%s; trying again with the first batch", exc)
+
+    def _ensure_database(self) -> None:
         if not self._database_ready:
             try:
                 self.writer.create_database()
             except Exception as exc:
                 raise WriteError(f"could not create the database: {exc!r}", retryable=True) from exc
             self._database_ready = True
+
+    def _write(self, lines: bytes) -> None:
+        self._ensure_database()
         t0 = time.perf_counter()
         parts = split_lines(lines, self.concurrency)
         if len(parts) == 1:
@@ -127,8 +174,12 @@ class Sink:
         else:
             # InfluxDB ingests concurrent requests on several cores; the batch is durable
             # once every part is, and a part written twice (after a failed sibling) is harmless
-            for f in [self._pool().submit(self.writer.write, p) for p in parts]:
-                f.result()
+            others = [self._pool().submit(self.writer.write, p) for p in parts[1:]]
+            try:
+                self.writer.write(parts[0])
+            finally:
+                for f in others:
+                    f.result()
         metrics.WRITE_SECONDS.observe(time.perf_counter() - t0)
         if not self.healthy:
             log.warning("InfluxDB answers again; resuming direct writes once the spool is replayed")
@@ -136,8 +187,9 @@ class Sink:
         self._backoff = self.min_backoff_s
 
     def _pool(self) -> ThreadPoolExecutor:
+        """Background writers: `concurrency` of them (a store writes one part itself)."""
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.concurrency - 1, thread_name_prefix="influx-write")
+            self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="influx-write")
         return self._executor
 
     def close(self) -> None:

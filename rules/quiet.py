@@ -37,11 +37,11 @@ def quiet_rounds(ks: KindState, rows: IntArray, ts: IntArray, value: FloatArray,
     each) in one pass, piece by piece while the stretch stays quiet; returns how many rounds
     were done (0: none, the rounds do it all)."""
     total = int(rank.max()) + 1
-    done = 0
+    done = piece = 0
     while total - done >= MIN_ROUNDS:
-        if done:
-            rest = rank >= done
-            rows, ts, value, rank = rows[rest], ts[rest], value[rest], rank[rest] - done
+        if piece:
+            rest = rank >= piece  # rank counts from the start of the rest
+            rows, ts, value, rank = rows[rest], ts[rest], value[rest], rank[rest] - piece
         fits = _fits(ks, rows, ts, rank)
         if fits < MIN_ROUNDS:
             break

@@ -133,3 +133,31 @@ def test_batch_mixing_good_and_bad(mini_sensors: SensorRegistry, mini_regions: R
     out = proc.process([(f"ews/440106/{STREET_A}/batch/GW-1", b'{"readings": []}')], now_ms=NOW)
     assert [r.reason for r in out.rejections] == [Reason.BAD_SHAPE]
     assert COMM_B1.startswith("440106002")
+
+
+def test_plain_batches_read_column_by_column_as_item_by_item(
+        mini_sensors: SensorRegistry, mini_regions: RegionRegistry) -> None:
+    """A batch of sensors already seen under its gateway takes the columnar path; it must give
+    what the item-by-item path gives, and leave anything unusual to that path."""
+    topic = f"ews/440106/{STREET_A}/batch/GW-1"
+    good = [{"sensor": "RG-A1", "ts": NOW - 60_000, "value": 1.5}, {"sensor": "WL-A1", "ts": NOW // 1000, "value": 4},
+            {"sensor": "RG-A2", "ts": NOW, "value": 0}]
+    first = MessageProcessor(mini_sensors, mini_regions)
+    msgs = [(topic, orjson.dumps({"readings": good})), (topic, orjson.dumps(good[::-1]))]
+    slow = first.process(msgs, now_ms=NOW)  # first sight: item by item
+    fast = first.process(msgs, now_ms=NOW)  # the same, now known: columns
+    assert first._inside  # the gateway's sensors were learnt
+    for a, b in ((slow.sensor, fast.sensor), (slow.ts_ms, fast.ts_ms), (slow.value, fast.value)):
+        assert a.tolist() == b.tolist()
+    assert fast.ts_ms.tolist()[1] == (NOW // 1000) * 1000 and fast.value.dtype.kind == "f"
+    assert not slow.rejections and not fast.rejections
+    # unusual items in a known batch still get their own reasons, and the good ones are kept
+    odd = [*good, {"sensor": "RG-A1", "ts": NOW, "value": 2.0, "unit": "cm"},
+           {"sensor": "RG-A1", "ts": True, "value": 1.0}]
+    out = first.process([(topic, orjson.dumps({"readings": odd}))], now_ms=NOW)
+    assert out.sensor.shape[0] == 4 and out.value.tolist()[3] == 20.0  # 2 cm of rain is 20 mm
+    assert [(r.index, r.reason) for r in out.rejections] == [(4, Reason.BAD_TIMESTAMP)]
+    # a number no float holds is not JSON to the general path either: the same verdict
+    huge = orjson.dumps({"readings": good})[:-2] + b', {"sensor": "RG-A1", "ts": 1764300000000, "value": 1e999}]}'
+    out = first.process([(topic, huge)], now_ms=NOW)
+    assert out.sensor.shape[0] == 0 and [r.reason for r in out.rejections] == [Reason.BAD_JSON]

@@ -108,7 +108,7 @@ def test_one_pass_and_rounds_agree(profile: list[str], monkeypatch: pytest.Monke
 
     monkeypatch.setattr(rules.quiet, "quiet_pass", counted)
     results = {}
-    for size in (4_000, 13_331):
+    for size in (4_000, 13_331, 150_000):
         fast = RuleEngine(rules_, sensors, start_ms=T0)
         slow = RuleEngine(rules_, sensors, start_ms=T0)
         slow.quiet_stretches = False
@@ -126,3 +126,4 @@ def test_one_pass_and_rounds_agree(profile: list[str], monkeypatch: pytest.Monke
     assert {"rain_drift"} <= ids or "rainstorm" in ids
     # and a different batching gives the same warnings
     assert sorted(map(key, results[4_000])) == sorted(map(key, results[13_331]))
+    assert sorted(map(key, results[4_000])) == sorted(map(key, results[150_000]))
