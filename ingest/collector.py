@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 Msg = tuple[bytes, bytes, int, int]
 UNREGISTERED_RULE = "unregistered_sensor"
 MAX_UNREGISTERED_WARNED = 10_000  # distinct unregistered ids warned about per process
+MERGE_READINGS = 100_000  # queued batches the rules take in one step, at most
 
 
 def make_writer(cfg: InfluxConfig, database: str) -> LineWriter:
@@ -164,7 +165,8 @@ class Collector:
         hold = ingest_cfg.reorder_s
         self._reorder = {d: ReorderBuffer(hold, d) for d in (False, True)} if hold > 0 else None
         # stored readings on their way to the rules; bounded, so slow rules hold the broker back
-        self._to_rules_q: queue.Queue[ReadingBatch | list[Unregistered] | None] = queue.Queue(maxsize=2)
+        # (a few batches: behind, the rules take them all in one step)
+        self._to_rules_q: queue.Queue[ReadingBatch | list[Unregistered] | None] = queue.Queue(maxsize=6)
         self._to_rules = 0  # readings handed over (write thread)
         self._rules_done = 0  # readings evaluated (rules thread)
         self.stats = {"messages": 0, "readings": 0, "rejected": 0, "batches": 0, "spooled": 0, "late": 0,
@@ -423,17 +425,21 @@ class Collector:
     # --- rules thread ---------------------------------------------------------------------------
 
     def _rules_loop(self) -> None:
+        carry: list[ReadingBatch | list[Unregistered] | None] = []  # taken while merging, not yet handled
         while True:
             timeout = 0.5
             if self._reorder:
                 due = [t for b in self._reorder.values() if (t := b.next_due()) is not None]
                 if due:
                     timeout = min(timeout, max(0.0, min(due) - time.monotonic()))
-            try:
-                item = self._to_rules_q.get(timeout=timeout)
-            except queue.Empty:
-                self._release()
-                continue
+            if carry:
+                item = carry.pop()
+            else:
+                try:
+                    item = self._to_rules_q.get(timeout=timeout)
+                except queue.Empty:
+                    self._release()
+                    continue
             if item is None:
                 self._release(everything=True)
                 return
@@ -443,12 +449,33 @@ class Collector:
                         self._reorder[item.drill].add(item, time.monotonic())
                         self._release()
                     else:
-                        self._evaluate(item)
+                        self._evaluate(self._merged(item, carry))
                 else:
                     self._unregistered(item)
             except Exception:  # the thread must outlive any bug in one batch
                 metrics.PIPELINE_ERRORS.labels("rules").inc()
                 log.exception("handing %s to the rules failed", type(item).__name__)
+
+    def _merged(self, batch: ReadingBatch, carry: list[ReadingBatch | list[Unregistered] | None]) -> ReadingBatch:
+        """The batch joined by the batches queued behind it (same lane); the first item that
+        cannot join is put in `carry`. When the rules fall behind they catch up in larger steps:
+        their cost is mostly per batch and per kind, hardly per reading."""
+        parts = [batch]
+        size = len(batch)
+        while size < MERGE_READINGS:
+            try:
+                nxt = self._to_rules_q.get_nowait()
+            except queue.Empty:
+                break
+            if not isinstance(nxt, ReadingBatch) or nxt.drill != batch.drill:
+                carry.append(nxt)
+                break
+            parts.append(nxt)
+            size += len(nxt)
+        if len(parts) == 1:
+            return batch
+        return ReadingBatch(np.concatenate([p.sensor for p in parts]), np.concatenate([p.ts_ms for p in parts]),
+                            np.concatenate([p.value for p in parts]), batch.drill)
 
     def _evaluate(self, batch: ReadingBatch) -> None:
         assert self.on_readings is not None

@@ -8,11 +8,13 @@ that long before the rules see them, and the engine orders what it gets by event
 
 from __future__ import annotations
 
+import queue
 import random
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import paho.mqtt.client as mqtt
 
@@ -26,10 +28,17 @@ from ews.config import (
     RegistryConfig,
     sample_dir,
 )
+from ews.models import ReadingBatch
 from ews.pipeline import Pipeline
+from ews.regions import RegionRegistry
+from ews.sensors import SensorRegistry
 from ews.servers import LocalServers
+from ingest.collector import Collector
 from ingest.influx_v1 import InfluxV1
+from ingest.process import MessageProcessor, Unregistered
 from notifiers.lifecycle import Transition
+
+from .conftest import COMM_A1
 
 STEP = 300_000  # five-minute gauges
 GAUGES = ("RG-0001", "RG-0002")
@@ -114,3 +123,31 @@ def test_out_of_order_and_duplicates_give_the_same_data_and_warnings(servers: Lo
     stored_c, warned_c = run(servers, tmp_path, "shuffled", shuffled, reorder_s=3.0)
     assert stored_c == stored_a
     assert warned_c == warned_a
+
+
+def test_rules_catch_up_on_queued_batches_in_one_step(
+        mini_sensors: SensorRegistry, mini_regions: RegionRegistry, tmp_path: Path) -> None:
+    """Batches queued for the rules are joined (same lane, in order) up to anything else, which
+    is handled next in its turn: an unregistered-sensor note, a drill batch, the stop mark."""
+    seen: list[tuple[list[int], bool]] = []
+    col = Collector(MqttConfig(port=1, client_id="test-merge"), InfluxConfig(url="http://127.0.0.1:9"),
+                    MessageProcessor(mini_sensors, mini_regions),
+                    on_readings=lambda b: seen.append((b.sensor.tolist(), b.drill)),
+                    ingest_cfg=IngestConfig(), spool_dir=tmp_path / "spool")
+    notes: list[list[str]] = []
+    col._unregistered = lambda rows: notes.append([u.sensor for u in rows])  # type: ignore[method-assign]
+
+    def batch(*sensors: int, drill: bool = False) -> ReadingBatch:
+        n = len(sensors)
+        return ReadingBatch(np.asarray(sensors, np.int64), np.arange(n, dtype=np.int64), np.zeros(n), drill)
+
+    items = [batch(1, 2), batch(3), batch(4), [Unregistered("X-1", "rain", COMM_A1, 1, 0.0)], batch(5),
+             batch(6, drill=True), batch(7), None]
+    col._to_rules_q = queue.Queue()  # all queued at once here, past the live bound
+    for item in items:
+        col._to_rules_q.put(item)
+    col._rules_done = 0
+    col._rules_loop()  # returns at the stop mark
+    assert seen == [([1, 2, 3, 4], False), ([5], False), ([6], True), ([7], False)]
+    assert notes == [["X-1"]]
+    assert col._rules_done == 7
