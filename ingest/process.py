@@ -43,6 +43,7 @@ from ingest.senml import HEALTH, SenmlPack, is_senml
 from ingest.topics import Topic, parse_topic
 from ingest.units import UnitTable
 
+MAX_GATEWAY_TOPICS = 100_000  # parsed gateway topics kept; past it, new ones are parsed each time
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -131,6 +132,7 @@ class MessageProcessor:
         self.units = UnitTable()
         # topic (str or the raw bytes paho hands over) -> sensor index, for per-sensor topics
         self._topic_cache: dict[str | bytes, int] = {}
+        self._gateways: dict[str | bytes, Topic] = {}  # gateway batch topics, parsed once
         # gateway region prefix -> {sensor id: index} of sensors seen inside it
         self._inside: dict[str, dict[str, int]] = {}
         kinds = sensors.kinds
@@ -239,8 +241,10 @@ class MessageProcessor:
         key: str | bytes, topic: str, payload: bytes, idx: int | None, doc: Any, now_ms: int,
     ) -> int:
         """One message off the fast path; returns 1 for a status message, else 0."""
-        t = parse_topic(topic)
+        t = self._gateways.get(key) or parse_topic(topic)
         if t.shape == "batch":
+            if len(self._gateways) < MAX_GATEWAY_TOPICS:
+                self._gateways[key] = t
             self._batch(rows, rejections, j, t, topic, payload, now_ms)
             return 0
         if idx is None:

@@ -130,3 +130,36 @@ def test_collector_on_the_v2_api(
     finally:
         pub.loop_stop()
         col.stop()
+
+
+def test_v1_write_survives_a_dropped_keep_alive_connection() -> None:
+    """A server (or proxy) that closes a kept-alive connection between writes: the next write
+    goes again on a new connection instead of failing the batch over to the spool."""
+    seen: list[bytes] = []
+    peers: set[int] = set()
+
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # promises keep-alive ...
+
+        def do_POST(self) -> None:
+            seen.append(self.rfile.read(int(self.headers["Content-Length"])))
+            peers.add(self.client_address[1])
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            self.close_connection = True  # ... and drops it anyway
+
+        def log_message(self, *_: object) -> None:
+            return None
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    w = InfluxV1(f"http://127.0.0.1:{srv.server_address[1]}", "ews")
+    try:
+        for _ in range(3):
+            w.write(LINES)
+    finally:
+        w.close()
+        srv.shutdown()
+    assert seen == [LINES] * 3
+    assert len(peers) == 3  # a new connection each time, none of the writes failed
