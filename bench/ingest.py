@@ -23,10 +23,11 @@ and 100 per message as gateway batches):
 
 InfluxDB's own ingest rate of the same readings as raw batched line protocol (batches of
 5,000, the better of one and two writers) is measured in the same run for the 100-per-message
-comparison. Each mode is run `--runs` times, every run with its own baselines: on a shared
-2-core machine single figures move by tens of percent, so the ratios are given per run and
-as their median. Prints a table and the ratios the design targets (DESIGN §6), writes
-.state/bench/ingest.png.
+comparison. Before each subscriber and each baseline the script waits for InfluxDB to go idle
+(it compacts what the previous one wrote in the background). Each mode is run `--runs` times,
+every run with its own baselines: on a shared 2-core machine single figures move by tens of
+percent, so the ratios are given per run and as their median. Prints a table and the ratios
+the design targets (DESIGN §6), writes .state/bench/ingest.png.
 (-P keeps bench/ off the import path: this file would shadow the `ingest` package.)
 """
 
@@ -181,8 +182,27 @@ def publish_all(port: int, messages: list[tuple[str, bytes]], client_id: str, pr
         pub.close()
 
 
+def settle(pid: int, quiet_share: float = 0.05, most_s: float = 60.0) -> None:
+    """Wait until a server process is idle: InfluxDB compacts what the previous subscriber wrote
+    in the background, and that would be charged to the next one."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu() -> float:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / tick
+
+    until = time.monotonic() + most_s
+    last = cpu()
+    while time.monotonic() < until:
+        time.sleep(0.5)
+        now = cpu()
+        if now - last < quiet_share * 0.5:
+            return
+        last = now
+
+
 def run_mode(per_message: int, n: int, roles: list[str], port: int, influx: str, state: Path,
-             sensors: SensorRegistry, rep: int) -> tuple[list[dict[str, Any]], float]:
+             sensors: SensorRegistry, rep: int, influx_pid: int) -> tuple[list[dict[str, Any]], float]:
     msgs, lines = stream(sensors, n, per_message)
     tag = f"m{per_message}_r{rep}_{int(time.time())}"
     ids = {role: f"bench-{role}-{tag}" for role in roles}
@@ -193,6 +213,7 @@ def run_mode(per_message: int, n: int, roles: list[str], port: int, influx: str,
         publish_all(port, msgs, f"bench-pub-{tag}", progress=lambda k: progress.update(task, completed=k))
     results = []
     for role in roles:
+        settle(influx_pid)
         console.print(f"  run {rep + 1}: {role} ({per_message}/message) draining its queue ...")
         db = f"bench_{role}_{tag}"
         r = run_role(role, port, ids[role], len(msgs), influx, db, state / ids[role])
@@ -209,7 +230,9 @@ def run_mode(per_message: int, n: int, roles: list[str], port: int, influx: str,
         results.append(r)
     raw = 0.0
     if per_message > 1:
-        raw = max(raw_influx_rate(influx, lines, f"bench_raw{w}_{tag}", w) for w in (1, 2))
+        for w in (1, 2):
+            settle(influx_pid)
+            raw = max(raw, raw_influx_rate(influx, lines, f"bench_raw{w}_{tag}", w))
     return results, raw
 
 
@@ -288,7 +311,8 @@ def main() -> int:
         db.start()
         for mode in modes:
             for rep in range(a.runs):
-                rs, raw = run_mode(mode, a.messages, roles, mq.port, db.url, state, sensors, rep)
+                assert db.proc is not None
+                rs, raw = run_mode(mode, a.messages, roles, mq.port, db.url, state, sensors, rep, db.proc.pid)
                 results += rs
                 raws.setdefault(mode, []).append(raw)
     finally:
