@@ -106,7 +106,8 @@ def test_gateway_publishes_only_under_its_subtree(secure_broker: tuple[ManagedSe
     while len(got) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)  # give a wrongly forwarded message time to show up
-    assert sorted(got) == sorted([inside, batch_inside])
+    # QoS 1 is at least once: a publish repeated after a reconnect may arrive twice
+    assert set(got) == {inside, batch_inside}
     gw.loop_stop()
     pipe.loop_stop()
 
