@@ -117,7 +117,6 @@ class FaultState:
         at = cand[moved] if pos is None else pos[cand[moved]]
         return flagged, at, old[moved], new[moved]
 
-
     def quiet(self, rows: IntArray, t: IntArray, v: FloatArray, n: IntArray) -> Callable[[], None] | None:
         """Several in-order readings per row ((k, m), row i's first n[i]), none of them flagged
         and no warning open: the function that stores the state `flags` would leave, else None."""

@@ -8,6 +8,8 @@ order) of every sensor in the batch, so each reading is evaluated at its own tim
 result does not depend on how readings were split into batches. Work in a round is vectorised
 over its sensors; Python loops run per round, per rule and per change. All measures of a kind
 (rolling sums, trends, forecasts) are computed once per round for the union of its rules.
+Many rounds at once (a backlog) are first offered to `rules/quiet.py`, which evaluates a
+provably quiet stretch in one pass with exactly the result of its rounds.
 
 In a round a reading goes: counter decoding (gauges that report a running total) -> reading
 faults (a flagged reading never reaches the hazard windows) -> windows -> measures -> each
