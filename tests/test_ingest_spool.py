@@ -164,3 +164,37 @@ def test_large_batches_go_out_as_concurrent_parts(tmp_path: Path) -> None:
     assert sorted(b"".join(db.got).splitlines()) == sorted(big.splitlines())
     sink.close()
     assert split_lines(batch(1), 4) == [batch(1)]  # small batches stay whole
+
+
+def test_background_writes_that_fail_end_in_the_spool(tmp_path: Path) -> None:
+    """A batch started in the background while InfluxDB goes down is stored through the careful
+    path (spooled, then replayed); the one started after it lands either way; nothing is lost."""
+    db = FakeInflux()
+    gate = threading.Event()
+    real_write = db.write
+
+    def write(lines: bytes) -> None:
+        gate.wait(5)  # both batches are started before either is answered
+        real_write(lines)
+
+    db.write = write  # type: ignore[method-assign]
+    sink = Sink(db, Spool(tmp_path, 1 << 20), threading.Event(), min_backoff_s=0.01, max_backoff_s=0.02,
+                concurrency=2)
+    first, second = sink.begin(batch(1)), sink.begin(batch(2))
+    assert first is not None and second is not None
+    db.down = True
+    gate.set()
+    assert sink.finish(batch(1), 1, first) == "spooled"
+    assert sink.finish(batch(2), 1, second) == "spooled"  # joins the tail: order kept
+    assert sink.begin(batch(3)) is None  # while the spool holds batches, nothing bypasses it
+    db.down = False
+    time.sleep(0.03)
+    deadline = time.monotonic() + 5
+    while len(sink.spool) and time.monotonic() < deadline:
+        time.sleep(0.03)
+        sink.drain()
+    assert db.got == [batch(1), batch(2)]
+    writing = sink.begin(batch(3))
+    assert writing is not None and sink.finish(batch(3), 1, writing) == "written"
+    assert db.got == [batch(1), batch(2), batch(3)]
+    sink.close()
