@@ -7,7 +7,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,6 +15,8 @@ from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
 from notifiers.channels.base import Notification
 from notifiers.publish import warning_json
+
+from .httpstub import HttpStub, QuietHandler
 
 
 @dataclass
@@ -49,10 +50,7 @@ def recording_server(respond: Responder | None = None) -> Iterator[Recorder]:
         rec.respond = respond
     lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def _handle(self) -> None:
             n = int(self.headers.get("Content-Length") or 0)
             u = urlsplit(self.path)
@@ -70,15 +68,9 @@ def recording_server(respond: Responder | None = None) -> Iterator[Recorder]:
 
         do_POST = do_GET = do_PUT = _handle
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    rec.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with HttpStub(Handler) as stub:
+        rec.url = stub.url
         yield rec
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 T0_MS = 1_716_337_800_000  # 2024-05-22 08:30:00 +08:00, the "5.22" storm's morning

@@ -20,7 +20,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import yaml
 
 from ews.config import sample_dir
 from ews.servers import LocalServers
+from tests.httpstub import HttpStub, QuietHandler
 
 from .waiting import wait_for
 
@@ -53,7 +53,7 @@ class HoldingReceiver:
         self.bad = 0
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 ts = self.headers.get("X-EWS-Timestamp", "")
@@ -77,16 +77,8 @@ class HoldingReceiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, *a: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/ews"
+        self.http = HttpStub(Handler)
+        self.url = f"{self.http.url}/ews"
 
 
 @pytest.fixture
@@ -94,8 +86,7 @@ def receiver() -> Iterator[HoldingReceiver]:
     rx = HoldingReceiver()
     yield rx
     rx.release.set()
-    rx.server.shutdown()
-    rx.server.server_close()
+    rx.http.close()
 
 
 

@@ -13,7 +13,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from ews.store import Store
 from notifiers.channels import build_channel
 from notifiers.lifecycle import Settings
 from notifiers.outbox import OutboxPool
+from tests.httpstub import HttpStub, QuietHandler
 from tests.test_lifecycle import T0, change, make_service
 
 SECRET = "outage-secret"
@@ -46,7 +46,7 @@ class FlakyReceiver:
         self.bodies: dict[str, dict[str, Any]] = {}
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 ts = self.headers.get("X-EWS-Timestamp", "")
@@ -67,24 +67,15 @@ class FlakyReceiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, *a: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/ews"
+        self.http = HttpStub(Handler)
+        self.url = f"{self.http.url}/ews"
 
 
 @pytest.fixture
 def receiver() -> Iterator[FlakyReceiver]:
     rx = FlakyReceiver(OUTAGE_S)
-    rx.thread.start()
     yield rx
-    rx.server.shutdown()
-    rx.server.server_close()
+    rx.http.close()
 
 
 @pytest.mark.slow

@@ -6,12 +6,8 @@ yellow 6 h >= 50, orange 3 h >= 50, red 3 h >= 100) with plain loops over the se
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +20,7 @@ from ews.pipeline import Pipeline
 from ews.servers import LocalServers
 from ingest.influx_v1 import InfluxV1
 
+from .httpstub import Hook
 from .waiting import wait_for
 
 SECRET = "e2e-secret"
@@ -65,43 +62,11 @@ def transitions_of(levels: list[int]) -> list[tuple[str, str]]:
     return out
 
 
-class Hook:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.bodies: list[dict[str, Any]] = []
-        self.bad = 0
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                ts = self.headers.get("X-EWS-Timestamp", "")
-                want = "sha256=" + hmac.new(SECRET.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
-                ok = hmac.compare_digest(want, self.headers.get("X-EWS-Signature", ""))
-                with outer.lock:
-                    if ok:
-                        outer.bodies.append(orjson.loads(body))
-                    else:
-                        outer.bad += 1
-                self.send_response(200 if ok else 401)
-                self.end_headers()
-
-            def log_message(self, *a: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-
 @pytest.fixture
 def hook() -> Iterator[Hook]:
-    h = Hook()
+    h = Hook(SECRET)
     yield h
-    h.server.shutdown()
+    h.http.close()
 
 
 
@@ -142,13 +107,9 @@ def test_rain_series_to_signed_webhook(
         assert [(r[0], r[1]) for r in stored] == series
         db.close()
 
-        def got() -> list[tuple[str, str]]:
-            with hook.lock:
-                return [(b["transition"], b["warning"]["level"]) for b in hook.bodies]
-
-        assert wait_for(lambda: len(got()) >= len(want)), got()
+        assert wait_for(lambda: len(hook.seen()) >= len(want)), hook.seen()
         time.sleep(0.3)
-        assert got() == want
+        assert hook.seen() == want
         assert hook.bad == 0
         first = hook.bodies[0]
         assert first["warning"]["subject"] == gauge.id

@@ -3,10 +3,8 @@ VictoriaMetrics requiring HTTP basic auth, and the token header checked on a rec
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from ingest.influx_v2 import InfluxV2
 from ingest.process import MessageProcessor
 
 from .conftest import COMM_A1, STREET_A, VICTORIA_PASSWORD, VICTORIA_USER
+from .httpstub import HttpStub, QuietHandler
 
 LINES = (f"rain,community={COMM_A1},district=440106,sensor=RG-A1,street={STREET_A} value=1.5 1764300000000\n"
          f"rain,community={COMM_A1},district=440106,sensor=RG-A1,street={STREET_A} value=2.5 1764300060000\n").encode()
@@ -65,22 +64,15 @@ def test_v1_and_v2_send_basic_auth(victoria: VictoriaServer) -> None:
 def recorder() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     seen: list[dict[str, Any]] = []
 
-    class H(BaseHTTPRequestHandler):
+    class H(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
             self.send_response(204)
             self.end_headers()
 
-        def log_message(self, *_: object) -> None:
-            return None
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}", seen
-    finally:
-        srv.shutdown()
+    with HttpStub(H) as stub:
+        yield stub.url, seen
 
 
 def test_tokens_are_sent(recorder: tuple[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,7 +130,7 @@ def test_v1_write_survives_a_dropped_keep_alive_connection() -> None:
     seen: list[bytes] = []
     peers: set[int] = set()
 
-    class H(BaseHTTPRequestHandler):
+    class H(QuietHandler):
         protocol_version = "HTTP/1.1"  # promises keep-alive ...
 
         def do_POST(self) -> None:
@@ -149,17 +141,12 @@ def test_v1_write_survives_a_dropped_keep_alive_connection() -> None:
             self.end_headers()
             self.close_connection = True  # ... and drops it anyway
 
-        def log_message(self, *_: object) -> None:
-            return None
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    w = InfluxV1(f"http://127.0.0.1:{srv.server_address[1]}", "ews")
-    try:
-        for _ in range(3):
-            w.write(LINES)
-    finally:
-        w.close()
-        srv.shutdown()
+    with HttpStub(H) as stub:
+        w = InfluxV1(stub.url, "ews")
+        try:
+            for _ in range(3):
+                w.write(LINES)
+        finally:
+            w.close()
     assert seen == [LINES] * 3
     assert len(peers) == 3  # a new connection each time, none of the writes failed

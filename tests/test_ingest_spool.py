@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,8 @@ from prometheus_client import REGISTRY
 from ingest.influx_v1 import InfluxV1, WriteError
 from ingest.sink import Sink, Stopped, split_lines
 from ingest.spool import Spool
+
+from .httpstub import HttpStub, QuietHandler
 
 
 class FakeInflux:
@@ -122,7 +123,7 @@ def slow_server() -> Iterator[tuple[str, dict[str, float]]]:
     """An InfluxDB stand-in whose /write takes `delay` seconds, then answers 204."""
     state = {"delay": 2.0, "writes": 0.0}
 
-    class H(BaseHTTPRequestHandler):
+    class H(QuietHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
             time.sleep(state["delay"])
@@ -130,15 +131,8 @@ def slow_server() -> Iterator[tuple[str, dict[str, float]]]:
             self.send_response(204)
             self.end_headers()
 
-        def log_message(self, *_: object) -> None:
-            return None
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}", state
-    finally:
-        srv.shutdown()
+    with HttpStub(H) as stub:
+        yield stub.url, state
 
 
 def test_a_write_past_its_deadline_goes_to_the_spool(tmp_path: Path, slow_server: tuple[str, dict[str, float]]) -> None:

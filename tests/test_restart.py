@@ -10,10 +10,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ from ews.servers import LocalServers, free_port
 from ingest.influx_v1 import InfluxV1
 from rules.runtime import RuleRuntime
 
+from .httpstub import Hook
 from .waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -47,42 +46,11 @@ STEP = 300_000
 LEVELS = ["none", "blue", "yellow", "orange", "red"]
 
 
-class Hook:
-    """A webhook receiver that keeps every delivery."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.bodies: list[dict[str, Any]] = []
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with outer.lock:
-                    outer.bodies.append(orjson.loads(body))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *a: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def seen(self, rule: str = "rainstorm") -> list[tuple[str, str]]:
-        with self.lock:
-            return [(b["transition"], b["warning"]["level"]) for b in self.bodies if b["warning"]["rule"] == rule]
-
-
 @pytest.fixture
 def hook() -> Iterator[Hook]:
     h = Hook()
     yield h
-    h.server.shutdown()
+    h.http.close()
 
 
 
@@ -171,14 +139,14 @@ def test_kill_inside_a_3h_accumulation(servers: LocalServers, influx_db: str, ho
     try:
         for t, v in series[:18]:
             pub.publish(topic, orjson.dumps({"ts": t, "value": v}), qos=1).wait_for_publish(5)
-        assert wait_for(lambda: stored(db) == 18 and hook.seen() == want[:1]), hook.seen()
+        assert wait_for(lambda: stored(db) == 18 and hook.seen("rainstorm") == want[:1]), hook.seen("rainstorm")
         run.kill()  # inside the accumulation: 72 mm in the last 90 minutes
         for t, v in series[18:]:  # the broker keeps them for the pipeline's session
             pub.publish(topic, orjson.dumps({"ts": t, "value": v}), qos=1).wait_for_publish(5)
         run = Run(cfg, log)
-        assert wait_for(lambda: stored(db) == 36 and len(hook.seen()) >= 2), hook.seen()
+        assert wait_for(lambda: stored(db) == 36 and len(hook.seen("rainstorm")) >= 2), hook.seen("rainstorm")
         time.sleep(1.0)  # anything repeated would arrive by now
-        assert hook.seen() == want  # open orange once, raise red once: nothing repeated
+        assert hook.seen("rainstorm") == want  # open orange once, raise red once: nothing repeated
         assert "rules state rebuilt from 18 readings" in log.read_text(encoding="utf-8")
     finally:
         run.stop()

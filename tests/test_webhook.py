@@ -11,7 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ from notifiers.lifecycle import WarningService
 from notifiers.outbox import OutboxWorker
 from notifiers.routing import Router
 from notifiers.templates import Renderer
+
+from .httpstub import HttpStub, QuietHandler
 
 SECRET = "s3cret-for-tests"
 
@@ -53,10 +55,7 @@ def _expected_signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def _handler(rx: Receiver) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def _reply(self, code: int) -> None:
             self.send_response(code)
             self.send_header("Content-Length", "0")
@@ -92,14 +91,8 @@ def _handler(rx: Receiver) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def receiver() -> Iterator[tuple[Receiver, str]]:
     rx = Receiver(fail_first=3)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(rx))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield rx, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with HttpStub(_handler(rx)) as stub:
+        yield rx, stub.url
 
 
 def _change(subject: str, community: str, before: Level, after: Level, ts_ms: int) -> LevelChange:
