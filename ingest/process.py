@@ -349,18 +349,14 @@ class MessageProcessor:
             self._senml(rows, rejections, j, topic, payload, doc, now_ms, prefix=prefix)
             return
         items: list[Any] = batch_items(doc)
-        r_sensor, r_ts, r_value, r_origin, r_item = rows.sensor, rows.ts, rows.value, rows.origin, rows.item
+        # the common batch took `_plain_batch`; here one of its items is unusual or new
         for i, item in enumerate(items):
             s = simple_item(item)
             if s is not None:
                 idx = known.get(s[0])
                 if idx is not None:
                     ts = s[1]
-                    r_sensor.append(idx)
-                    r_ts.append(ts if ts >= SECONDS_BELOW else ts * 1000)
-                    r_value.append(s[2])
-                    r_origin.append(j)
-                    r_item.append(i)
+                    rows.add(idx, ts if ts >= SECONDS_BELOW else ts * 1000, s[2], j, i)
                     continue
             try:
                 r = reading_from(item, True)
