@@ -9,8 +9,6 @@ requests it acted on.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import signal
 import sqlite3
@@ -30,7 +28,7 @@ import yaml
 
 from ews.config import sample_dir
 from ews.servers import LocalServers
-from tests.httpstub import HttpStub, QuietHandler
+from tests.httpstub import HttpStub, QuietHandler, signed
 
 from .waiting import wait_for
 
@@ -56,14 +54,12 @@ class HoldingReceiver:
         class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                ts = self.headers.get("X-EWS-Timestamp", "")
-                want = "sha256=" + hmac.new(SECRET.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
                 key = self.headers.get("Idempotency-Key", "")
                 with outer.lock:
                     outer.seen[key] += 1
                     first = not outer.held.is_set()
                     outer.held.set()
-                    ok = hmac.compare_digest(want, self.headers.get("X-EWS-Signature", ""))
+                    ok = signed(SECRET, self.headers, body)
                     outer.bad += int(not ok)
                 if first:
                     outer.release.wait(60)  # the sender dies while we wait

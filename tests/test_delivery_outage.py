@@ -7,8 +7,6 @@ recovers. This is the suite's one long test.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import threading
 import time
 from collections import Counter
@@ -27,7 +25,7 @@ from ews.store import Store
 from notifiers.channels import build_channel
 from notifiers.lifecycle import Settings
 from notifiers.outbox import OutboxPool
-from tests.httpstub import HttpStub, QuietHandler
+from tests.httpstub import HttpStub, QuietHandler, signed
 from tests.test_lifecycle import T0, change, make_service
 
 SECRET = "outage-secret"
@@ -49,11 +47,9 @@ class FlakyReceiver:
         class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                ts = self.headers.get("X-EWS-Timestamp", "")
-                want = "sha256=" + hmac.new(SECRET.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
                 key = self.headers.get("Idempotency-Key", "")
                 with outer.lock:
-                    if not hmac.compare_digest(want, self.headers.get("X-EWS-Signature", "")):
+                    if not signed(SECRET, self.headers, body):
                         outer.bad_signatures += 1
                         code = 401
                     elif time.monotonic() < outer.down_until:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
-import hmac
 import json
 import socket
 import threading
@@ -31,7 +29,7 @@ from notifiers.outbox import OutboxWorker
 from notifiers.routing import Router
 from notifiers.templates import Renderer
 
-from .httpstub import HttpStub, QuietHandler
+from .httpstub import HttpStub, QuietHandler, expected_signature
 
 SECRET = "s3cret-for-tests"
 
@@ -46,12 +44,6 @@ class Receiver:
         self.bad_signatures = 0
         self.accepted: Counter[str] = Counter()
         self.bodies: dict[str, dict[str, Any]] = {}
-
-
-def _expected_signature(secret: str, timestamp: str, body: bytes) -> str:
-    # written independently of the channel: HMAC-SHA256 over "<timestamp>.<body>"
-    message = timestamp.encode("ascii") + b"." + body
-    return "sha256=" + hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
 
 
 def _handler(rx: Receiver) -> type[BaseHTTPRequestHandler]:
@@ -74,7 +66,7 @@ def _handler(rx: Receiver) -> type[BaseHTTPRequestHandler]:
             key = self.headers["Idempotency-Key"]
             with rx.lock:
                 rx.requests += 1
-                if self.headers["X-EWS-Signature"] != _expected_signature(SECRET, ts, body):
+                if self.headers["X-EWS-Signature"] != expected_signature(SECRET, ts, body):
                     rx.bad_signatures += 1
                     self._reply(401)
                     return
@@ -188,7 +180,7 @@ def test_connection_errors_and_timeouts_are_retryable(receiver: tuple[Receiver, 
 
 def test_verify_signature() -> None:
     body = b'{"a":1}'
-    good = _expected_signature(SECRET, "1700000000", body)
+    good = expected_signature(SECRET, "1700000000", body)
     assert verify_signature(SECRET, "1700000000", body, good)
     assert not verify_signature(SECRET, "1700000000", body + b" ", good)
     assert not verify_signature("other", "1700000000", body, good)
