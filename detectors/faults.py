@@ -20,23 +20,10 @@ raises a hazard level, and it feeds a device-fault warning instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import numpy.typing as npt
 
-from detectors.windows import NO_TS, BoolArray, FloatArray, IntArray
-
-Commit = Callable[[], None]
-
-
-def _valid(n: IntArray, m: int) -> BoolArray:
-    out: BoolArray = np.arange(m)[None, :] < n[:, None]
-    return out
-
-
-def _nothing() -> None:
-    pass
+from detectors.windows import NO_TS, BoolArray, Commit, FloatArray, IntArray, leading, unchanged
 
 
 class OutOfRange:
@@ -52,7 +39,7 @@ class OutOfRange:
         """Several in-order readings per subject (row i's first n[i] of (k, m)): the function
         that stores what `flags` reading by reading would, if none is flagged, else None."""
         bad = (v < self.lo[s][:, None]) | (v > self.hi[s][:, None])
-        return None if (bad & _valid(n, v.shape[1])).any() else _nothing
+        return None if (bad & leading(n, v.shape[1])).any() else unchanged
 
 
 class Spike:
@@ -82,7 +69,7 @@ class Spike:
         prev = np.empty_like(v)
         prev[:, 0] = self.good[s]
         prev[:, 1:] = v[:, :-1]
-        if ((np.abs(v - prev) > self.max_jump[s][:, None]) & _valid(n, v.shape[1])).any():
+        if ((np.abs(v - prev) > self.max_jump[s][:, None]) & leading(n, v.shape[1])).any():
             return None
         last = v[np.arange(s.shape[0]), n - 1]
 
@@ -120,7 +107,7 @@ class Stuck:
         if (self.tolerance[s] != 0).any():
             return None  # a run's reference is its first value: only exact repeats are vectorised
         k, m = v.shape
-        valid = _valid(n, m)
+        valid = leading(n, m)
         prev = np.empty_like(v)
         prev[:, 0] = self.ref[s]
         prev[:, 1:] = v[:, :-1]
@@ -184,7 +171,7 @@ class Drift:
         so none is flagged; the means and check times still advance reading by reading."""
         if self.flagged[s].any() or not self.min_level > 0:
             return None
-        valid = _valid(n, v.shape[1])
+        valid = leading(n, v.shape[1])
         # an exponentially weighted mean stays within its old value and the new readings
         held = self.mean[~np.isnan(self.mean)]
         top = max(float(held.max()) if held.shape[0] else -np.inf, float(np.where(valid, v, -np.inf).max()))

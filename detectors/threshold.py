@@ -29,12 +29,10 @@ between two readings that are both above counts as time spent above.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import numpy.typing as npt
 
-from detectors.windows import BoolArray, FloatArray, IntArray
+from detectors.windows import BoolArray, Commit, FloatArray, IntArray, leading, unchanged
 
 NO_TS = np.iinfo(np.int64).min  # a hold timer that is not running
 
@@ -107,7 +105,7 @@ class ThresholdDetector:
         self._store(rows, active)
         return level_of(active, self.level_values)
 
-    def quiet(self, rows: IntArray, ts: IntArray, value: FloatArray, n: IntArray) -> Callable[[], None] | None:
+    def quiet(self, rows: IntArray, ts: IntArray, value: FloatArray, n: IntArray) -> Commit | None:
         """Several readings per subject at once, when none of them can raise a level.
 
         `rows` unique subjects; `ts` (k, m) and `value` (k, m, n_columns) hold row i's readings
@@ -119,13 +117,13 @@ class ThresholdDetector:
         if self.active[rows].any():
             return None
         k, m = ts.shape
-        valid = np.arange(m)[None, :] < n[:, None]
+        valid = leading(n, m)
         enter = self.enter[rows][:, None, :]
         with np.errstate(invalid="ignore"):
             if ((value >= enter) & valid[:, :, None]).any():
                 return None
             if not self._timed:
-                return _nothing
+                return unchanged
             below = (value < self.exit[rows][:, None, :]) | np.isnan(enter)
         # the exit timer runs from the first reading of the trailing run of readings below
         pos = np.arange(m)[None, :, None]
@@ -160,7 +158,3 @@ def level_of(active: BoolArray, level_values: npt.NDArray[np.int8]) -> npt.NDArr
     for c in range(active.shape[1]):
         np.maximum(out, active[:, c] * level_values[c], out=out)
     return out
-
-
-def _nothing() -> None:
-    pass

@@ -30,6 +30,7 @@ logical position maps to its slot with a mask instead of an integer division.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,21 @@ LATE = 2  # stored in place, older than the newest: the window changed, detector
 IGNORED = 3  # older than the window
 
 NO_TS = np.iinfo(np.int64).min
+
+# a stretch of readings in one go (rules/quiet.py): (k, m) arrays, row i's readings in its
+# first n[i] columns; a detector that proves the stretch changes no level returns a Commit
+# that stores the state it would have reached reading by reading
+Commit = Callable[[], None]
+
+
+def leading(n: IntArray, m: int) -> BoolArray:
+    """(k, m) mask of each row's first n[i] columns."""
+    out: BoolArray = np.arange(m)[None, :] < n[:, None]
+    return out
+
+
+def unchanged() -> None:
+    """The Commit of a stretch that leaves a detector's state as it is."""
 
 
 def capacity_for(span_ms: int, interval_ms: int, margin: float = 1.25, extra: int = 8) -> int:
@@ -192,7 +208,7 @@ class Windows:
         """
         k, m = ts.shape
         pos = np.arange(m)[None, :]
-        valid = pos < n[:, None]
+        valid = leading(n, m)
         end0, count0 = self.end[rows], self.count[rows]
         sums = np.empty((k, m + 1))
         sums[:, 0] = self.total[rows]

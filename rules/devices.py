@@ -16,7 +16,6 @@ feed returns every sensor of the district gets a full timeout before it can be c
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +24,7 @@ import numpy.typing as npt
 from detectors.faults import Drift, OutOfRange, Spike, Stuck
 from detectors.nodata import NoData
 from detectors.threshold import ThresholdDetector
-from detectors.windows import NO_TS, BoolArray, FloatArray, IntArray
+from detectors.windows import NO_TS, BoolArray, Commit, FloatArray, IntArray, unchanged
 from rules.binding import FaultBinding
 
 Levels = npt.NDArray[np.int8]
@@ -117,13 +116,13 @@ class FaultState:
         at = cand[moved] if pos is None else pos[cand[moved]]
         return flagged, at, old[moved], new[moved]
 
-    def quiet(self, rows: IntArray, t: IntArray, v: FloatArray, n: IntArray) -> Callable[[], None] | None:
+    def quiet(self, rows: IntArray, t: IntArray, v: FloatArray, n: IntArray) -> Commit | None:
         """Several in-order readings per row ((k, m), row i's first n[i]), none of them flagged
         and no warning open: the function that stores the state `flags` would leave, else None."""
         s_all = self.subject_of_row[rows]
         sel = np.flatnonzero(s_all >= 0)
         if sel.shape[0] == 0:
-            return lambda: None
+            return unchanged
         s, t, v, n = s_all[sel], t[sel], v[sel], n[sel]
         if (self.level[s] > 0).any() or (t[:, 0] <= self.last_ts[s]).any():
             return None

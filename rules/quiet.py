@@ -18,13 +18,12 @@ inside a window out of the ring); the rounds then do the work as before.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from detectors.accumulate import first_after
-from detectors.windows import FloatArray, IntArray
+from detectors.windows import Commit, FloatArray, IntArray, leading, unchanged
 
 if TYPE_CHECKING:
     from rules.engine import KindState, RuleState
@@ -89,7 +88,7 @@ def quiet_pass(ks: KindState, rows: IntArray, ts: IntArray, value: FloatArray) -
         return False
     at = starts[:, None] + np.minimum(np.arange(m)[None, :], (n - 1)[:, None])
     t2, v2 = ts[at], value[at]
-    commits: list[Callable[[], None]] = []
+    commits: list[Commit] = []
     for fs in ks.faults:
         c = fs.quiet(u, t2, v2, n)
         if c is None:
@@ -97,7 +96,7 @@ def quiet_pass(ks: KindState, rows: IntArray, ts: IntArray, value: FloatArray) -
         commits.append(c)
     if ks.rules:
         undo = win.append_runs(u, t2, v2, n)
-        valid = np.arange(m)[None, :] < n[:, None]
+        valid = leading(n, m)
         r_flat = np.broadcast_to(u[:, None], (u.shape[0], m))[valid]
         measures = np.full((u.shape[0], m, ks.plan.n_columns), np.nan)
         measures[valid] = ks.plan.compute(win, ks.accumulator, r_flat, v2[valid], t=t2[valid])
@@ -126,11 +125,11 @@ def _calm(rs: RuleState, u: IntArray) -> bool:
 
 
 def _rule(rs: RuleState, u: IntArray, t2: IntArray, measures: FloatArray, n: IntArray
-          ) -> Callable[[], None] | None:
+          ) -> Commit | None:
     s_all = rs.subject_of_row[u]
     sel = np.flatnonzero(s_all >= 0)
     if sel.shape[0] == 0:
-        return lambda: None
+        return unchanged
     s = s_all[sel]
     vals = measures[sel][:, :, rs.cols]
     store = rs.detector.quiet(s, t2[sel], vals, n[sel])
