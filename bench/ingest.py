@@ -55,6 +55,7 @@ from typing import Any  # noqa: E402
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
+import psutil  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -187,8 +188,8 @@ def publish_all(port: int, messages: list[tuple[str, bytes]], client_id: str, pr
 
 def cpu_of(pid: int) -> float:
     """CPU seconds (user + system) a process has used so far."""
-    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user + t.system)
 
 
 def settle(pid: int, quiet_share: float = 0.05, most_s: float = 60.0) -> None:
