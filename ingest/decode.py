@@ -157,7 +157,7 @@ def batch_items(doc: Any) -> list[Any]:
     return items
 
 
-class _Item(msgspec.Struct, forbid_unknown_fields=True):
+class _Item(msgspec.Struct, forbid_unknown_fields=True, gc=False):  # holds no containers: no cycles
     sensor: str
     ts: Annotated[int, msgspec.Meta(gt=0, lt=1 << 62)]  # epoch s or ms that fits an int64
     value: float
