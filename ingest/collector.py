@@ -64,6 +64,7 @@ Msg = tuple[bytes, bytes, int, int]
 UNREGISTERED_RULE = "unregistered_sensor"
 MAX_UNREGISTERED_WARNED = 10_000  # distinct unregistered ids warned about per process
 MERGE_READINGS = 100_000  # queued batches the rules take in one step, at most
+WRITE_POLL_S = 0.002  # how often the write thread looks whether a batch's writes are done
 
 
 def make_writer(cfg: InfluxConfig, database: str) -> LineWriter:
@@ -350,7 +351,7 @@ class Collector:
         pending: _Work | None = None
         while True:
             try:
-                work = self._work.get(timeout=0.5) if pending is None else self._work.get_nowait()
+                work = self._work.get(timeout=0.5) if pending is None else self._next_or_done(pending)
             except queue.Empty:
                 if pending is not None:
                     self._complete(pending)
@@ -373,6 +374,17 @@ class Collector:
             if pending is not None:
                 self._complete(pending)
             pending = work
+
+    def _next_or_done(self, pending: _Work) -> _Work | None:
+        """The next batch as soon as it is decoded, so its write starts while `pending`'s is
+        still going; Empty once `pending`'s writes are all done (or it must take the careful
+        path), so its acknowledgement does not wait for the next batch."""
+        while True:
+            try:
+                return self._work.get(timeout=WRITE_POLL_S)
+            except queue.Empty:
+                if all(lane.writing is None or lane.writing.done() for lane in pending.lanes):
+                    raise
 
     def _complete(self, work: _Work) -> None:
         try:

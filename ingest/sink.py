@@ -57,6 +57,9 @@ class Writing:
     parts: list[Future[None]]
     t0: float
 
+    def done(self) -> bool:
+        return all(f.done() for f in self.parts)
+
 
 class Stopped(Exception):
     """The collector is stopping while a batch could not be made durable; it stays unacked."""
@@ -187,9 +190,10 @@ class Sink:
         self._backoff = self.min_backoff_s
 
     def _pool(self) -> ThreadPoolExecutor:
-        """Background writers: `concurrency` of them (a store writes one part itself)."""
+        """Background writers: enough for two batches of `concurrency` parts each, so a batch
+        begun while the one before it is still being written starts at once."""
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="influx-write")
+            self._executor = ThreadPoolExecutor(2 * self.concurrency, thread_name_prefix="influx-write")
         return self._executor
 
     def close(self) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import queue
 import random
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +35,11 @@ from ews.pipeline import Pipeline
 from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
 from ews.servers import LocalServers
-from ingest.collector import Collector
+from ingest.collector import Collector, _Lane, _Work
 from ingest.influx_v1 import InfluxV1
 from ingest.process import MessageProcessor, Unregistered
+from ingest.sink import Sink
+from ingest.spool import Spool
 from notifiers.lifecycle import Transition
 
 from .conftest import COMM_A1
@@ -151,3 +155,67 @@ def test_rules_catch_up_on_queued_batches_in_one_step(
     assert seen == [([1, 2, 3, 4], False), ([5], False), ([6], True), ([7], False)]
     assert notes == [["X-1"]]
     assert col._rules_done == 7
+
+
+def test_writes_start_as_soon_as_decoded_and_batches_finish_as_soon_as_written(
+        mini_sensors: SensorRegistry, mini_regions: RegionRegistry, tmp_path: Path) -> None:
+    """A batch decoded while the one before it is still being written starts its own write at
+    once (InfluxDB is not left with one request at a time); a batch with nobody behind it is
+    finished (acknowledged, handed on) as soon as its write is done. Batches finish in order."""
+    col = Collector(MqttConfig(port=1, client_id="test-pipelined"), InfluxConfig(url="http://127.0.0.1:9"),
+                    MessageProcessor(mini_sensors, mini_regions), ingest_cfg=IngestConfig(),
+                    spool_dir=tmp_path / "spool")
+    gates = {k: threading.Event() for k in (b"1", b"2", b"3")}
+    started: list[bytes] = []
+    finished: list[bytes] = []
+
+    class GatedInflux:
+        def write(self, lines: bytes) -> None:
+            started.append(lines)
+            assert gates[lines].wait(5)
+
+        def create_database(self) -> None:
+            return None
+
+        def close(self) -> None:
+            return None
+
+    col.sinks = {False: Sink(GatedInflux(), Spool(tmp_path / "s", 1 << 20), threading.Event())}
+
+    def finish(work: _Work) -> None:  # stored, as the real one, then only recorded
+        lane = work.lanes[0]
+        assert col.sinks[False].finish(lane.lines, 1, lane.writing) == "written"
+        finished.append(lane.lines)
+
+    col._finish = finish  # type: ignore[method-assign]
+
+    def work(lines: bytes) -> _Work:
+        assert col._slots.acquire(timeout=1)  # as the decode thread does
+        return _Work([_Lane(False, lines, 1, None)], [1], [0], 0)  # type: ignore[arg-type]
+
+    def until(cond: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + 5
+        while not cond() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return cond()
+
+    loop = threading.Thread(target=col._write_loop, daemon=True)
+    loop.start()
+    col._work.put(work(b"1"))
+    assert until(lambda: started == [b"1"])
+    time.sleep(0.05)  # the write thread finds nothing behind batch 1 and waits on it
+    col._work.put(work(b"2"))
+    assert until(lambda: started == [b"1", b"2"]), "batch 2 waited for batch 1's write"
+    gates[b"2"].set()
+    time.sleep(0.05)
+    assert finished == []  # batch 2 is written, but batch 1 finishes first
+    gates[b"1"].set()
+    assert until(lambda: finished == [b"1", b"2"])
+    col._work.put(work(b"3"))
+    assert until(lambda: started[-1:] == [b"3"])
+    gates[b"3"].set()
+    assert until(lambda: finished == [b"1", b"2", b"3"]), "batch 3 waited for a batch behind it"
+    col._work.put(None)
+    loop.join(5)
+    assert not loop.is_alive()
+    col.sinks[False].close()
