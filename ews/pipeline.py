@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ews import metrics
+from ews import heap, metrics
 from ews.config import Config
 from ews.latest import LatestReadings
 from ews.levels import Level
@@ -175,6 +175,7 @@ class Pipeline:
         # new reading: a restart neither misses nor repeats a warning
         self._apply(self.rules.rebuild(self.cfg.influxdb, self.warnings.open_warnings(),
                                        frozenset({UNREGISTERED_RULE})), self.warnings)
+        heap.settle()
         self.collector.start()
         self.rules.start(lambda changes: self._apply(changes, self.warnings),
                          feed_up=lambda: self.collector._connected.is_set())

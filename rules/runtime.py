@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ews import metrics
+from ews import heap, metrics
 from ews.config import Config, InfluxConfig, secret
 from ews.levels import Level
 from ews.models import LevelChange, ReadingBatch
@@ -140,6 +140,7 @@ class RuleRuntime:
         with self.lock:
             changes = carry_over(self.engine, new, self._now_ms())
             self.engine = new
+        heap.settle()  # the old engine and rules may sit frozen since start-up
         metrics.set_rules(ruleset.version, len(ruleset.rules) + len(ruleset.faults))
         if changes:
             log.info("rules %s: %d level change(s) from the new rules", ruleset.version, len(changes))
