@@ -7,9 +7,10 @@ backlog a restarted pipeline is catching up on (bench/ingest.py caught it there:
 of a run's 0.6 s of CPU). `settle()` collects once and freezes what survives (`gc.freeze`),
 so later collections walk only what was made since.
 
-Frozen objects are never collected, even when they become garbage in a cycle; so whatever
-replaces a long-lived structure (a rules reload) calls `settle()` again, which unfreezes
-first: nothing frozen outlives its use by more than one call.
+Frozen objects are never collected, even when they become garbage in a cycle; so a rules
+reload, which replaces the largest long-lived structure (the engine and its windows), calls
+`settle()` again, which unfreezes first: anything replaced meanwhile (a re-read token file, a
+drill lane's engine) is freed then at the latest.
 """
 
 from __future__ import annotations
