@@ -338,6 +338,9 @@ def main() -> int:
         for role, rates in rates_by_role(results, mode).items():
             rs = [r for r in results if r["mode"] == mode and r["role"] == role]
             lost = str(sum(r["lost"] for r in rs)) if "lost" in rs[0] else "-"
+            spooled = sum(r.get("spooled", 0) for r in rs)
+            if spooled:  # stored through the disk spool: that run measured the spool's path
+                lost += f" ({spooled:,} via the spool)"
             cpu = statistics.median(r["cpu_s"] / r["readings"] * 1e6 for r in rs)
             stores = role in ("batching", "pipeline", "ingest-only", RAW)
             influx_cpu = statistics.median(r["influx_cpu_s"] / r["readings"] * 1e6 for r in rs)
