@@ -30,7 +30,7 @@ from ews.api.app import create_app
 from ews.api.auth import TokenStore, token_hash
 from ews.api.context import ApiContext
 from ews.api.server import ApiServer
-from ews.config import ApiConfig, Config, InfluxConfig, MqttConfig, RegistryConfig, sample_dir
+from ews.config import ApiConfig, Config, InfluxConfig, MqttConfig, RegistryConfig
 from ews.models import ReadingBatch
 from ews.pipeline import Pipeline
 
@@ -98,8 +98,7 @@ def main() -> None:
     tokens = tmp / "tokens.yaml"
     tokens.write_text(f"tokens:\n  - {{name: bench, role: admin, region: '*', sha256: {token_hash(TOKEN)}}}\n")
     cfg = Config(mqtt=MqttConfig(port=1), influxdb=InfluxConfig(url="http://127.0.0.1:9"),
-                 registries=RegistryConfig(regions=sample_dir() / "regions.yaml",
-                                           sensors=sample_dir() / "sensors.yaml"),
+                 registries=RegistryConfig.sample(),
                  state_dir=tmp / "state", api=ApiConfig(port=0, tokens=tokens))
     p = Pipeline(cfg)
     gas = [s for s in p.sensors.sensors if s.kind in ("gas", "ponding")]

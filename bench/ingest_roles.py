@@ -217,7 +217,6 @@ def run_pipeline(a: argparse.Namespace) -> None:
         MqttConfig,
         NotifierConfig,
         RegistryConfig,
-        sample_dir,
     )
     from ews.pipeline import Pipeline
 
@@ -226,7 +225,7 @@ def run_pipeline(a: argparse.Namespace) -> None:
         influxdb=InfluxConfig(url=a.influx, database=a.db),
         # the stream reaches 30 h back: every reading is evaluated, none stored as too late to warn on
         ingest=IngestConfig(spool_dir=Path(a.state) / "spool", allowed_lateness_s=2 * 86400),
-        registries=RegistryConfig(regions=sample_dir() / "regions.yaml", sensors=sample_dir() / "sensors.yaml"),
+        registries=RegistryConfig.sample(),
         rules_profile="guangdong",
         state_dir=Path(a.state),
         notifiers=NotifierConfig(channels=[ChannelConfig(name="console", type="console")]),

@@ -109,6 +109,11 @@ class RegistryConfig(_Strict):
     regions: Path
     sensors: Path
 
+    @classmethod
+    def sample(cls) -> RegistryConfig:
+        """The sample district's registries (ews/sample), as the demo and the tests use them."""
+        return cls(regions=sample_dir() / "regions.yaml", sensors=sample_dir() / "sensors.yaml")
+
 
 class HttpRequestTemplate(_Strict):
     """An HTTP request with {placeholders} (the SMS gateway channel); see docs/channels.md."""

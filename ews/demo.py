@@ -23,7 +23,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ews.config import ChannelConfig, Config, InfluxConfig, MqttConfig, NotifierConfig, RegistryConfig, sample_dir
+from ews.config import ChannelConfig, Config, InfluxConfig, MqttConfig, NotifierConfig, RegistryConfig
 from ews.levels import Level
 from ews.pipeline import Pipeline
 from ews.servers import local_servers
@@ -97,7 +97,7 @@ def run_demo(args: argparse.Namespace) -> int:
         cfg = Config(
             mqtt=MqttConfig(port=srv.mqtt.port, client_id="ews-demo-pipeline"),
             influxdb=InfluxConfig(url=srv.influx_url, database="ews_demo"),
-            registries=RegistryConfig(regions=sample_dir() / "regions.yaml", sensors=sample_dir() / "sensors.yaml"),
+            registries=RegistryConfig.sample(),
             rules_profile="guangdong",  # the sample district is in Guangzhou
             state_dir=state / "pipeline",
             notifiers=NotifierConfig(channels=[

@@ -25,7 +25,6 @@ from ews.config import (
     MqttConfig,
     NotifierConfig,
     RegistryConfig,
-    sample_dir,
 )
 from ews.models import ReadingBatch
 from ews.pipeline import Pipeline
@@ -90,7 +89,7 @@ def make_env(tmp: Path, influx_url: str, database: str, mqtt_port: int = 1, rule
     cfg = Config(
         mqtt=MqttConfig(port=mqtt_port, client_id=f"api-{tmp.name}"[:64]),
         influxdb=InfluxConfig(url=influx_url, database=database),
-        registries=RegistryConfig(regions=sample_dir() / "regions.yaml", sensors=sample_dir() / "sensors.yaml"),
+        registries=RegistryConfig.sample(),
         state_dir=tmp / "state",
         rules=rules,
         notifiers=NotifierConfig(channels=[ChannelConfig(name="console", type="console")]),

@@ -29,7 +29,6 @@ from ews.config import (
     MqttConfig,
     NotifierConfig,
     RegistryConfig,
-    sample_dir,
 )
 from ews.pipeline import Pipeline
 from ews.servers import LocalServers
@@ -58,7 +57,7 @@ def running(servers: LocalServers, influx_db: str, tmp_path: Path) -> Iterator[P
     cfg = Config(
         mqtt=MqttConfig(port=servers.mqtt.port, client_id="dashboard-pipeline"),
         influxdb=InfluxConfig(url=servers.influx_url, database=influx_db, flush_interval_s=0.02),
-        registries=RegistryConfig(regions=sample_dir() / "regions.yaml", sensors=sample_dir() / "sensors.yaml"),
+        registries=RegistryConfig.sample(),
         state_dir=tmp_path / "state",
         notifiers=NotifierConfig(channels=[ChannelConfig(name="console", type="console")]),
         api=ApiConfig(port=0, tokens=tokens),

@@ -15,7 +15,7 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 
-from ews.config import ChannelConfig, Config, InfluxConfig, MqttConfig, NotifierConfig, RegistryConfig, sample_dir
+from ews.config import ChannelConfig, Config, InfluxConfig, MqttConfig, NotifierConfig, RegistryConfig
 from ews.pipeline import Pipeline
 from ews.servers import LocalServers
 from ingest.influx_v1 import InfluxV1
@@ -36,7 +36,7 @@ def make_pipeline(servers: LocalServers, influx_db: str, tmp_path: Path, name: s
         mqtt=MqttConfig(port=servers.mqtt.port, client_id=f"drill-run-{name}",
                         warnings_prefix=f"{name}-out/warnings", drill_warnings_prefix=f"{name}-out/drill/warnings"),
         influxdb=InfluxConfig(url=servers.influx_url, database=influx_db, flush_interval_s=0.05),
-        registries=RegistryConfig(regions=sample_dir() / "regions.yaml", sensors=sample_dir() / "sensors.yaml"),
+        registries=RegistryConfig.sample(),
         rules_profile="guangdong",  # the sample district is in Guangzhou, as the scenarios assume
         state_dir=tmp_path / "state",
         notifiers=NotifierConfig(channels=[ChannelConfig(name="console", type="console")]),

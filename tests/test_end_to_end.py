@@ -15,7 +15,7 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 
-from ews.config import ChannelConfig, Config, InfluxConfig, MqttConfig, NotifierConfig, RegistryConfig, sample_dir
+from ews.config import ChannelConfig, Config, InfluxConfig, MqttConfig, NotifierConfig, RegistryConfig
 from ews.pipeline import Pipeline
 from ews.servers import LocalServers
 from ingest.influx_v1 import InfluxV1
@@ -77,7 +77,7 @@ def test_rain_series_to_signed_webhook(
     cfg = Config(
         mqtt=MqttConfig(port=servers.mqtt.port, client_id="e2e-pipeline"),
         influxdb=InfluxConfig(url=servers.influx_url, database=influx_db, flush_interval_s=0.02),
-        registries=RegistryConfig(regions=sample_dir() / "regions.yaml", sensors=sample_dir() / "sensors.yaml"),
+        registries=RegistryConfig.sample(),
         state_dir=tmp_path / "state",
         notifiers=NotifierConfig(channels=[
             ChannelConfig(name="webhook", type="webhook", url=hook.url, secret_env="EWS_E2E_SECRET"),
@@ -131,7 +131,7 @@ def test_retained_state_on_warnings_topic(servers: LocalServers, influx_db: str,
     cfg = Config(
         mqtt=MqttConfig(port=servers.mqtt.port, client_id="e2e-retained"),
         influxdb=InfluxConfig(url=servers.influx_url, database=influx_db, flush_interval_s=0.02),
-        registries=RegistryConfig(regions=sample_dir() / "regions.yaml", sensors=sample_dir() / "sensors.yaml"),
+        registries=RegistryConfig.sample(),
         state_dir=tmp_path / "state",
         notifiers=NotifierConfig(channels=[ChannelConfig(name="console", type="console")]),
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ews import heap
-from ews.config import ChannelConfig, Config, InfluxConfig, MqttConfig, NotifierConfig, RegistryConfig, sample_dir
+from ews.config import ChannelConfig, Config, InfluxConfig, MqttConfig, NotifierConfig, RegistryConfig
 from ews.pipeline import Pipeline
 from ews.servers import LocalServers
 from rules.runtime import RuleRuntime
@@ -63,7 +63,7 @@ def test_the_pipeline_settles_the_heap_before_it_connects(
     p = Pipeline(Config(
         mqtt=MqttConfig(port=servers.mqtt.port, client_id="heap-settle"),
         influxdb=InfluxConfig(url=servers.influx_url, database=influx_db),
-        registries=RegistryConfig(regions=sample_dir() / "regions.yaml", sensors=sample_dir() / "sensors.yaml"),
+        registries=RegistryConfig.sample(),
         state_dir=tmp_path / "state",
         notifiers=NotifierConfig(channels=[ChannelConfig(name="console", type="console")]),
     ))

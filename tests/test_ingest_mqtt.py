@@ -174,7 +174,7 @@ def test_unregistered_sensor_is_stored_and_raises_a_device_warning(
         mqtt=MqttConfig(port=servers.mqtt.port, client_id="test-unregistered"),
         influxdb=InfluxConfig(url=servers.influx_url, database=influx_db, flush_interval_s=0.02),
         ingest=IngestConfig(unknown_sensor="store"),
-        registries=RegistryConfig(regions=sample_dir() / "regions.yaml", sensors=sample_dir() / "sensors.yaml"),
+        registries=RegistryConfig.sample(),
         state_dir=tmp_path / "state",
         notifiers=NotifierConfig(channels=[ChannelConfig(name="console", type="console")]),
     )

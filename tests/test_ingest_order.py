@@ -28,7 +28,6 @@ from ews.config import (
     MqttConfig,
     NotifierConfig,
     RegistryConfig,
-    sample_dir,
 )
 from ews.models import ReadingBatch
 from ews.pipeline import Pipeline
@@ -67,7 +66,7 @@ def run(servers: LocalServers, tmp: Path, name: str, deliveries: list[tuple[str,
         mqtt=MqttConfig(port=servers.mqtt.port, client_id=f"order-{name}"),
         influxdb=InfluxConfig(url=servers.influx_url, database=db, flush_interval_s=0.01, batch_size=8),
         ingest=IngestConfig(reorder_s=reorder_s),
-        registries=RegistryConfig(regions=sample_dir() / "regions.yaml", sensors=sample_dir() / "sensors.yaml"),
+        registries=RegistryConfig.sample(),
         rules_profile="guangdong",
         state_dir=tmp / name,
         notifiers=NotifierConfig(channels=[ChannelConfig(name="console", type="console")]),

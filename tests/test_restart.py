@@ -178,7 +178,7 @@ def test_reading_stored_but_never_evaluated_is_caught_on_start(
     cfg = Config(
         mqtt=MqttConfig(port=servers.mqtt.port, client_id="restart-missed"),
         influxdb=InfluxConfig(url=servers.influx_url, database=influx_db, flush_interval_s=0.02),
-        registries=RegistryConfig(regions=sample_dir() / "regions.yaml", sensors=sample_dir() / "sensors.yaml"),
+        registries=RegistryConfig.sample(),
         state_dir=tmp_path / "state",
         notifiers=NotifierConfig(channels=[ChannelConfig(name="webhook", type="webhook", url=hook.url)]),
     )
@@ -221,8 +221,7 @@ def test_reading_stored_but_never_evaluated_is_caught_on_start(
 def test_unreachable_influxdb_leaves_the_stored_warnings_alone(tmp_path: Path) -> None:
     """No history to read: start anyway, quickly, and judge nothing on empty windows."""
     cfg = Config(influxdb=InfluxConfig(url=f"http://127.0.0.1:{free_port()}", database="nowhere", timeout_s=2),
-                 registries=RegistryConfig(regions=sample_dir() / "regions.yaml",
-                                           sensors=sample_dir() / "sensors.yaml"),
+                 registries=RegistryConfig.sample(),
                  rule_engine=RuleEngineConfig())
     rt = RuleRuntime(cfg, SensorRegistry.load(sample_dir() / "sensors.yaml"))
     stored = [{"rule": "rainstorm", "subject": "RG-0001", "level": 3, "kind": "rain", "community": "440106001004"},

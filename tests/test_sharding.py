@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import paho.mqtt.client as mqtt
 
-from ews.config import ChannelConfig, Config, InfluxConfig, MqttConfig, NotifierConfig, RegistryConfig, sample_dir
+from ews.config import ChannelConfig, Config, InfluxConfig, MqttConfig, NotifierConfig, RegistryConfig
 from ews.models import ReadingBatch
 from ews.pipeline import Pipeline
 from ews.servers import LocalServers
@@ -22,7 +22,7 @@ def _shard(servers: LocalServers, db: str, name: str, streets: list[str], tmp: P
         mqtt=MqttConfig(port=servers.mqtt.port, client_id=f"shard-{name}",
                         subscriptions=[f"ews/440106/{s}/#" for s in streets]),
         influxdb=InfluxConfig(url=servers.influx_url, database=db, flush_interval_s=0.02),
-        registries=RegistryConfig(regions=sample_dir() / "regions.yaml", sensors=sample_dir() / "sensors.yaml"),
+        registries=RegistryConfig.sample(),
         state_dir=tmp / name,
         notifiers=NotifierConfig(channels=[ChannelConfig(name="console", type="console")]),
     )
