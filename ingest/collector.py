@@ -213,12 +213,7 @@ class Collector:
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
         # the raw topic bytes: `msg.topic` would decode them on every access
         payload = bytes(msg.payload) if msg.payload.__class__ is not bytes else msg.payload
-        self._queue.append((msg._topic, payload, msg.mid if msg.qos else 0, self._generation))
-        self._received_bytes += len(payload)
-        if self._received_bytes - self._taken_bytes > self.ingest_cfg.queue_max_bytes:
-            self._backpressure()
-        if self._idle:
-            self._wake.set()
+        self._on_publish_raw(msg._topic, payload, msg.mid if msg.qos else 0)
 
     def _on_publish_raw(self, topic: bytes, payload: bytes, mid: int) -> None:
         self._queue.append((topic, payload, mid, self._generation))
