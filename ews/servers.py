@@ -156,15 +156,7 @@ def _write_conf(template: Path, dest: Path, **values: object) -> Path:
 
 
 def mosquitto(state_dir: Path, port: int | None = None) -> ManagedServer:
-    binary = _require("mosquitto", "mosquitto")
-    port = port or free_port()
-    data = state_dir / "mosquitto"
-    data.mkdir(parents=True, exist_ok=True)
-    conf_file = _write_conf(
-        DEPLOY_DIR / "mosquitto" / "mosquitto.conf", data / "mosquitto.conf",
-        port=port, data_dir=data, user=getpass.getuser(),
-    )
-    return ManagedServer("mosquitto", [binary, "-c", str(conf_file)], port, data, data / "stdout.log")
+    return _mosquitto("mosquitto", "mosquitto.conf", state_dir, port)
 
 
 def dev_certificates_dir(out_dir: Path) -> Path:
@@ -177,15 +169,20 @@ def dev_certificates_dir(out_dir: Path) -> Path:
 
 def mosquitto_secure(state_dir: Path, auth_dir: Path, tls_dir: Path, port: int | None = None) -> ManagedServer:
     """Mosquitto with TLS, password file and ACL (deploy/mosquitto/mosquitto-secure.conf)."""
+    return _mosquitto("mosquitto-secure", "mosquitto-secure.conf", state_dir, port, auth_dir=auth_dir, tls_dir=tls_dir)
+
+
+def _mosquitto(name: str, template: str, state_dir: Path, port: int | None, **values: Path) -> ManagedServer:
+    """Mosquitto on a deploy/mosquitto template, its data under state_dir/name."""
     binary = _require("mosquitto", "mosquitto")
     port = port or free_port()
-    data = state_dir / "mosquitto-secure"
+    data = state_dir / name
     data.mkdir(parents=True, exist_ok=True)
     conf_file = _write_conf(
-        DEPLOY_DIR / "mosquitto" / "mosquitto-secure.conf", data / "mosquitto.conf",
-        port=port, data_dir=data, user=getpass.getuser(), auth_dir=auth_dir, tls_dir=tls_dir,
+        DEPLOY_DIR / "mosquitto" / template, data / "mosquitto.conf",
+        port=port, data_dir=data, user=getpass.getuser(), **values,
     )
-    return ManagedServer("mosquitto-secure", [binary, "-c", str(conf_file)], port, data, data / "stdout.log")
+    return ManagedServer(name, [binary, "-c", str(conf_file)], port, data, data / "stdout.log")
 
 
 def influxdb(state_dir: Path, port: int | None = None) -> InfluxServer:
