@@ -42,6 +42,7 @@ from ingest.spool import Spool
 from notifiers.lifecycle import Transition
 
 from .conftest import COMM_A1
+from .test_ingest_spool import FakeInflux
 
 STEP = 300_000  # five-minute gauges
 GAUGES = ("RG-0001", "RG-0002")
@@ -167,19 +168,16 @@ def test_writes_start_as_soon_as_decoded_and_batches_finish_as_soon_as_written(
     gates = {k: threading.Event() for k in (b"1", b"2", b"3")}
     started: list[bytes] = []
     finished: list[bytes] = []
+    db = FakeInflux()
+    real_write = db.write
 
-    class GatedInflux:
-        def write(self, lines: bytes) -> None:
-            started.append(lines)
-            assert gates[lines].wait(5)
+    def write(lines: bytes) -> None:  # answered only once its gate opens
+        started.append(lines)
+        assert gates[lines].wait(5)
+        real_write(lines)
 
-        def create_database(self) -> None:
-            return None
-
-        def close(self) -> None:
-            return None
-
-    col.sinks = {False: Sink(GatedInflux(), Spool(tmp_path / "s", 1 << 20), threading.Event())}
+    db.write = write  # type: ignore[method-assign]
+    col.sinks = {False: Sink(db, Spool(tmp_path / "s", 1 << 20), threading.Event())}
 
     def finish(work: _Work) -> None:  # stored, as the real one, then only recorded
         lane = work.lanes[0]
