@@ -32,9 +32,8 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from ews.config import sample_dir  # noqa: E402
+from ews.config import RegistryConfig  # noqa: E402
 from ews.models import ReadingBatch  # noqa: E402
-from ews.regions import RegionRegistry  # noqa: E402
 from ews.sensors import SensorRegistry  # noqa: E402
 from rules.engine import RuleEngine  # noqa: E402
 from rules.loader import load_rules  # noqa: E402
@@ -92,7 +91,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=20_000)
     ap.add_argument("--png", type=Path, default=Path(".state/bench/backlog.png"))
     a = ap.parse_args()
-    reg = SensorRegistry.load(sample_dir() / "sensors.yaml", RegionRegistry.load(sample_dir() / "regions.yaml"))
+    reg = RegistryConfig.sample().load().sensors
     load = os.getloadavg()
     t = Table(title=f"rules on a {a.hours}-hour backlog of {len(reg)} sensors, batches of {a.batch:,} "
                     f"(load average {load[0]:.1f})")

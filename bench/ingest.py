@@ -62,8 +62,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from ews.config import sample_dir  # noqa: E402
-from ews.regions import RegionRegistry  # noqa: E402
+from ews.config import RegistryConfig  # noqa: E402
 from ews.sensors import Sensor, SensorRegistry  # noqa: E402
 from ews.servers import influxdb, mosquitto  # noqa: E402
 from simulators.mqttwire import LeanPublisher  # noqa: E402
@@ -311,7 +310,7 @@ def main() -> int:
         console.print("[yellow]gmqtt is not installed (pip install gmqtt); running without it[/]")
         a.gmqtt = False
     roles = ["bare", "bare-tuned", *(["gmqtt"] if a.gmqtt else []), "batching", "pipeline", "ingest-only"]
-    sensors = SensorRegistry.load(sample_dir() / "sensors.yaml", RegionRegistry.load(sample_dir() / "regions.yaml"))
+    sensors = RegistryConfig.sample().load().sensors
     state = Path(tempfile.mkdtemp(prefix="ews-bench-ingest-"))
     mq, db = mosquitto(state), influxdb(state)
     load = os.getloadavg()

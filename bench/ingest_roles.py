@@ -158,11 +158,9 @@ def run_gmqtt(a: argparse.Namespace) -> None:
 def run_batching(a: argparse.Namespace) -> None:
     import httpx
 
-    from ews.config import sample_dir
-    from ews.regions import RegionRegistry
-    from ews.sensors import SensorRegistry
+    from ews.config import RegistryConfig
 
-    sensors = SensorRegistry.load(sample_dir() / "sensors.yaml", RegionRegistry.load(sample_dir() / "regions.yaml"))
+    sensors = RegistryConfig.sample().load().sensors
     where = {s.id: s for s in sensors.sensors}
     http = httpx.Client(base_url=a.influx, timeout=30)
     http.post("/query", data={"q": f'CREATE DATABASE "{a.db}"'})

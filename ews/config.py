@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ews.regions import RegionRegistry
+from ews.sensors import SensorRegistry
 from ews.yamlfile import ConfigError, Problem, load_model
 
 
@@ -113,6 +115,16 @@ class RegistryConfig(_Strict):
     def sample(cls) -> RegistryConfig:
         """The sample district's registries (ews/sample), as the demo and the tests use them."""
         return cls(regions=sample_dir() / "regions.yaml", sensors=sample_dir() / "sensors.yaml")
+
+    def load(self) -> Registries:
+        """Both registries, every sensor checked against the regions."""
+        regions = RegionRegistry.load(self.regions)
+        return Registries(regions, SensorRegistry.load(self.sensors, regions))
+
+
+class Registries(NamedTuple):
+    regions: RegionRegistry
+    sensors: SensorRegistry
 
 
 class HttpRequestTemplate(_Strict):

@@ -21,8 +21,6 @@ from ews.config import Config
 from ews.latest import LatestReadings
 from ews.levels import Level
 from ews.models import LevelChange, ReadingBatch
-from ews.regions import RegionRegistry
-from ews.sensors import SensorRegistry
 from ews.store import Store
 from ews.yamlfile import ConfigError
 from ingest.collector import UNREGISTERED_RULE, Collector
@@ -49,8 +47,7 @@ TransitionListener = Callable[[Transition], None]
 class Pipeline:
     def __init__(self, cfg: Config, channels: dict[str, Channel] | None = None):
         self.cfg = cfg
-        self.regions = RegionRegistry.load(cfg.registries.regions)
-        self.sensors = SensorRegistry.load(cfg.registries.sensors, self.regions)
+        self.regions, self.sensors = cfg.registries.load()
         self.latest = LatestReadings(len(self.sensors))  # newest reading per sensor, for the API
         # the rules in force: hot reload, profiles by date, no-data timer (rules/runtime.py)
         self.rules = RuleRuntime(cfg, self.sensors)

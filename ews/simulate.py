@@ -20,7 +20,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from ews.config import Config, load_config, secret
-from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
 from simulators.compose import Run, run
 from simulators.publisher import publish_stream, tls_hook
@@ -48,8 +47,7 @@ def _overrides(sc: Scenario, args: argparse.Namespace) -> Scenario:
 def run_simulation(args: argparse.Namespace) -> int:
     console = Console()
     cfg = load_config(args.config)
-    regions = RegionRegistry.load(cfg.registries.regions)
-    sensors = SensorRegistry.load(cfg.registries.sensors, regions)
+    sensors = cfg.registries.load().sensors
     sc = _overrides(load_scenario(args.scenario, sensors), args)
     sim = run(sc, sensors)
     _describe(console, sim)

@@ -11,9 +11,8 @@ import pytest
 import yaml
 
 from ews.cli import main
-from ews.config import sample_dir
+from ews.config import RegistryConfig, sample_dir
 from ews.levels import Level
-from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
 from ews.servers import LocalServers
 from ingest.influx_v1 import InfluxV1
@@ -27,7 +26,7 @@ H = 3_600_000
 
 
 def registry() -> SensorRegistry:
-    return SensorRegistry.load(sample_dir() / "sensors.yaml", RegionRegistry.load(sample_dir() / "regions.yaml"))
+    return RegistryConfig.sample().load().sensors
 
 
 def guangdong(series: list[tuple[int, float]]) -> list[tuple[int, int]]:

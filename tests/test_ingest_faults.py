@@ -22,7 +22,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
-from ews.config import InfluxConfig, IngestConfig, MqttConfig, sample_dir
+from ews.config import InfluxConfig, IngestConfig, MqttConfig, RegistryConfig, sample_dir
 from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
 from ews.servers import LocalServers, influxdb, mosquitto
@@ -192,7 +192,7 @@ def test_pipeline_killed_and_restarted(own_servers: LocalServers, tmp_path: Path
         assert proc.poll() is None, log_file.read_text()[-3000:]
         return proc
 
-    sensors = SensorRegistry.load(sample_dir() / "sensors.yaml", RegionRegistry.load(sample_dir() / "regions.yaml"))
+    sensors = RegistryConfig.sample().load().sensors
     rain = [s.id for s in sensors.of_kind("rain")]
     proc = launch()
     stream = Stream(own_servers.mqtt.port, sensors, rain, 400, "fault-pub-3").start()

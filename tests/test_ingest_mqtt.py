@@ -21,7 +21,6 @@ from ews.config import (
     MqttConfig,
     NotifierConfig,
     RegistryConfig,
-    sample_dir,
 )
 from ews.models import ReadingBatch
 from ews.pipeline import Pipeline
@@ -168,7 +167,7 @@ def test_bad_input_suite_over_mqtt(
 def test_unregistered_sensor_is_stored_and_raises_a_device_warning(
     servers: LocalServers, influx_db: str, tmp_path: Path,
 ) -> None:
-    sensors = SensorRegistry.load(sample_dir() / "sensors.yaml", RegionRegistry.load(sample_dir() / "regions.yaml"))
+    sensors = RegistryConfig.sample().load().sensors
     host = sensors.get("RG-0001")
     cfg = Config(
         mqtt=MqttConfig(port=servers.mqtt.port, client_id="test-unregistered"),

@@ -13,8 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from ews.cli import main
-from ews.config import sample_dir
-from ews.regions import RegionRegistry
+from ews.config import RegistryConfig, sample_dir
 from ews.sensors import SensorRegistry
 from ews.servers import LocalServers
 from ews.yamlfile import ConfigError
@@ -26,7 +25,7 @@ T0 = 1_590_076_800_000  # 2020-05-22 00:00 Beijing time
 
 @pytest.fixture(scope="module")
 def sample() -> SensorRegistry:
-    return SensorRegistry.load(sample_dir() / "sensors.yaml", RegionRegistry.load(sample_dir() / "regions.yaml"))
+    return RegistryConfig.sample().load().sensors
 
 
 def write_csv(path: Path, rows: list[str]) -> Path:

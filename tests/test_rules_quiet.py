@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 import rules.quiet
-from ews.config import sample_dir
+from ews.config import RegistryConfig
 from ews.models import LevelChange, ReadingBatch
-from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
 from rules.engine import RuleEngine
 from rules.loader import load_rules
@@ -95,7 +94,7 @@ def state(engine: RuleEngine) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("profile", [["guangdong"], ["forecast", "flood_season"]])
 def test_one_pass_and_rounds_agree(profile: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    sensors = SensorRegistry.load(sample_dir() / "sensors.yaml", RegionRegistry.load(sample_dir() / "regions.yaml"))
+    sensors = RegistryConfig.sample().load().sensors
     rules_ = load_rules(None, profile)
     readings = district_stream(sensors, 7)
     outcomes = {True: 0, False: 0}
