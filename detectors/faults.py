@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from detectors.windows import NO_TS, BoolArray, Commit, FloatArray, IntArray, leading, unchanged
+from detectors.windows import NO_TS, BoolArray, Commit, FloatArray, IntArray, leading, previous, unchanged
 
 
 class OutOfRange:
@@ -66,10 +66,7 @@ class Spike:
     def quiet(self, s: IntArray, t: IntArray, v: FloatArray, n: IntArray) -> Commit | None:
         if (self.run[s] > 0).any():
             return None  # a candidate level shift is being confirmed
-        prev = np.empty_like(v)
-        prev[:, 0] = self.good[s]
-        prev[:, 1:] = v[:, :-1]
-        if ((np.abs(v - prev) > self.max_jump[s][:, None]) & leading(n, v.shape[1])).any():
+        if ((np.abs(v - previous(v, self.good[s])) > self.max_jump[s][:, None]) & leading(n, v.shape[1])).any():
             return None
         last = v[np.arange(s.shape[0]), n - 1]
 
@@ -108,10 +105,7 @@ class Stuck:
             return None  # a run's reference is its first value: only exact repeats are vectorised
         k, m = v.shape
         valid = leading(n, m)
-        prev = np.empty_like(v)
-        prev[:, 0] = self.ref[s]
-        prev[:, 1:] = v[:, :-1]
-        same = v == prev  # NaN never equals: a new run, as in `flags`
+        same = v == previous(v, self.ref[s])  # NaN never equals: a new run, as in `flags`
         pos = np.arange(m)[None, :]
         start = np.maximum.accumulate(np.where(same, -1, pos), axis=1)  # -1: run began earlier
         i = np.arange(k)[:, None]

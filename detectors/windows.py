@@ -62,6 +62,14 @@ def leading(n: IntArray, m: int) -> BoolArray:
     return out
 
 
+def previous(v: FloatArray, before: FloatArray) -> FloatArray:
+    """(k, m) the reading before each one in its row: `before[i]` (the held state) for the first."""
+    out = np.empty_like(v)
+    out[:, 0] = before
+    out[:, 1:] = v[:, :-1]
+    return out
+
+
 def unchanged() -> None:
     """The Commit of a stretch that leaves a detector's state as it is."""
 
