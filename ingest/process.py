@@ -107,6 +107,15 @@ class _Rows:
         self.item.append(item)
         return len(self.sensor) - 1
 
+    def extend(self, idx: list[int], ts_ms: list[int], value: list[float], origin: int) -> None:
+        """All readings of one message, in its order."""
+        n = len(idx)
+        self.sensor += idx
+        self.ts += ts_ms
+        self.value += value
+        self.origin += [origin] * n
+        self.item += range(n)
+
     def set_health(self, row: int, battery: float | None, rssi: float | None) -> None:
         h = self.health.setdefault(row, [float("nan"), float("nan")])
         if battery is not None:
@@ -378,12 +387,7 @@ class MessageProcessor:
             return False  # first sight of a sensor here: checked one by one on the general path
         if min(ts) < SECONDS_BELOW:
             ts = [t if t >= SECONDS_BELOW else t * 1000 for t in ts]
-        n = len(idx)
-        rows.sensor += idx  # type: ignore[arg-type]  # no None left
-        rows.ts += ts
-        rows.value += values
-        rows.origin += [j] * n
-        rows.item += range(n)
+        rows.extend(idx, ts, values, j)  # type: ignore[arg-type]  # no None left
         return True
 
     def _senml(
