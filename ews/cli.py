@@ -151,8 +151,13 @@ def cmd_api_token(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ews.demo import run_demo
+    from ews.servers import ServerError
 
-    return run_demo(args)
+    try:
+        return run_demo(args)
+    except ServerError as exc:  # a server missing or not starting: what to do, not a traceback
+        print(f"ews demo: {exc}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:

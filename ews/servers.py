@@ -148,6 +148,12 @@ def _require(binary: str, package: str) -> str:
 
 def _write_conf(template: Path, dest: Path, **values: object) -> Path:
     """The deploy/ template with its {placeholders} filled in, written to dest."""
+    if not template.is_file():
+        # deploy/ sits beside the packages in a checkout and is not part of the wheel
+        raise ServerError(
+            f"server configuration template {template} not found: local servers start from the "
+            f"deploy/ folder of a source checkout (run `./run demo` there)"
+        )
     text = template.read_text()
     for name, value in values.items():
         text = text.replace("{" + name + "}", str(value))

@@ -82,6 +82,20 @@ def test_run_with_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "registries.sensors" in capsys.readouterr().err
 
 
+def test_demo_without_deploy_templates_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An `ews` installed from the wheel has no deploy/ folder to start its local servers from."""
+    import ews.servers
+
+    monkeypatch.setattr(ews.servers, "DEPLOY_DIR", tmp_path / "site-packages" / "deploy")
+    assert main(["demo", "--state-dir", str(tmp_path / "demo")]) == 1
+    err = capsys.readouterr().err
+    assert "ews demo: server configuration template" in err
+    assert str(tmp_path / "site-packages" / "deploy" / "mosquitto" / "mosquitto.conf") in err
+    assert "./run demo" in err and "Traceback" not in err
+
+
 def test_demo_runs_end_to_end(servers: LocalServers, tmp_path: Path) -> None:
     """The README's first command, fast: every reading stored, warnings issued, webhooks signed."""
     env = dict(os.environ, COLUMNS="160")
