@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 
 import yaml
 
+from ews.cli import build_parser
 from ews.config import Config
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -45,3 +48,32 @@ def test_compose_and_systemd_files() -> None:
     assert "ExecStart=/opt/ews/.venv/bin/ews run --config /etc/ews/%i.yaml" in unit
     conf = (DEPLOY / "compose" / "mosquitto.conf").read_text()
     assert "max_queued_messages 0" in conf and "persistence true" in conf
+
+
+def _shipped_command_lines() -> dict[str, list[str]]:
+    """Every `ews` command line the deployment files start, as argv after `ews`."""
+    lines: dict[str, list[str]] = {}
+    for f in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for d in _docs(f):
+            if d["kind"] == "StatefulSet":
+                for c in d["spec"]["template"]["spec"]["containers"]:
+                    if "args" in c:
+                        lines[f"{f.name}:{c['name']}"] = [str(a) for a in c["args"]]
+    unit = (DEPLOY / "systemd" / "ews-pipeline@.service").read_text()
+    exec_start = next(ln for ln in unit.splitlines() if ln.startswith("ExecStart="))
+    lines["systemd"] = shlex.split(exec_start.removeprefix("ExecStart="))[1:]
+    docker = (DEPLOY / "compose" / "Dockerfile").read_text()
+    cmd = next(ln for ln in docker.splitlines() if ln.startswith("CMD "))
+    lines["Dockerfile"] = json.loads(cmd.removeprefix("CMD "))
+    return lines
+
+
+def test_shipped_command_lines_parse() -> None:
+    """A renamed or dropped option must fail here, not in a pod's crash loop."""
+    lines = _shipped_command_lines()
+    assert {"systemd", "Dockerfile"} <= set(lines) and len(lines) >= 4
+    for where, argv in lines.items():
+        args = build_parser().parse_args(argv)
+        assert args.command == "run", where
+        assert args.metrics_port == 9108, where
+        assert str(args.config).startswith("/etc/ews/"), where
