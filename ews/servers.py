@@ -214,8 +214,7 @@ def alertmanager(state_dir: Path, port: int | None = None) -> AlertmanagerServer
     port = port or free_port()
     data = state_dir / "alertmanager"
     data.mkdir(parents=True, exist_ok=True)
-    conf_file = data / "alertmanager.yml"
-    conf_file.write_text((DEPLOY_DIR / "alertmanager" / "alertmanager.yml").read_text())
+    conf_file = _write_conf(DEPLOY_DIR / "alertmanager" / "alertmanager.yml", data / "alertmanager.yml")
     argv = [
         binary, f"--config.file={conf_file}", f"--storage.path={data / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
