@@ -77,3 +77,35 @@ def test_shipped_command_lines_parse() -> None:
         assert args.command == "run", where
         assert args.metrics_port == 9108, where
         assert str(args.config).startswith("/etc/ews/"), where
+
+
+def _mosquitto_settings(path: Path) -> dict[str, str]:
+    out = {}
+    for ln in path.read_text().splitlines():
+        if ln.strip() and not ln.lstrip().startswith("#"):
+            key, _, value = ln.strip().partition(" ")
+            out[key] = value.strip()
+    return out
+
+
+def test_every_shipped_broker_keeps_queues_and_a_window_of_three_batches() -> None:
+    """The pipeline acknowledges a batch only once it is stored: a broker's in-flight window
+    below three batches (one written, one decoded, one received) makes it pause at every
+    write. Brokers' own defaults are 20 (Mosquitto) and 32 (EMQX)."""
+    from ews.config import InfluxConfig, MqttConfig
+
+    need = 3 * InfluxConfig().batch_size
+    assert MqttConfig().receive_maximum >= need  # what MQTT 5 sessions ask for
+    confs = [DEPLOY / "mosquitto" / "mosquitto.conf", DEPLOY / "mosquitto" / "mosquitto-secure.conf",
+             DEPLOY / "compose" / "mosquitto.conf"]
+    for conf in confs:
+        s = _mosquitto_settings(conf)
+        window = int(s.get("max_inflight_messages", "20"))
+        assert window == 0 or window >= need, f"{conf}: max_inflight_messages {window} < {need}"
+        assert s.get("max_queued_messages") == "0", f"{conf} drops queued messages past a count"
+        assert s.get("persistence") == "true", conf
+    emqx = [c for d in _docs(DEPLOY / "k8s" / "10-emqx.yaml") if d["kind"] == "StatefulSet"
+            for c in d["spec"]["template"]["spec"]["containers"]]
+    env = {e["name"]: e["value"] for e in emqx[0]["env"]}
+    assert need <= int(env.get("EMQX_MQTT__MAX_INFLIGHT", "32")) <= 65535
+    assert env["EMQX_MQTT__MAX_MQUEUE_LEN"] == "0"
