@@ -26,6 +26,12 @@ BACKPRESSURE_SECONDS = Counter(
     "ews_ingest_backpressure_seconds_total", "Time the MQTT thread waited for room in the receive queue"
 )
 ACKS = Counter("ews_ingest_acks_total", "QoS 1 messages acknowledged to the broker")
+INFLIGHT_WINDOW = Gauge(
+    "ews_ingest_inflight_window", "Unacknowledged messages the broker stops at, known or learned (0: none seen)"
+)
+WINDOW_CLOSED = Counter(
+    "ews_ingest_window_closed_batches_total", "Batches closed because the broker's in-flight window was full"
+)
 LATE_STORED = Counter(
     "ews_ingest_late_readings_total", "Readings older than the allowed lateness, stored but not evaluated"
 )

@@ -4,7 +4,8 @@ Four threads, so that each stage works while the next one waits for I/O or the G
 
 - paho's network thread only appends (topic, payload, packet id, connection) to a queue;
 - the decode thread takes a batch (up to `batch_size` messages or `batch_bytes`, lingering at
-  most `flush_interval_s` at low rates), validates it against the registry into numpy columns
+  most `flush_interval_s` at low rates, and not once the broker's in-flight window is full:
+  `ingest/window.py`), validates it against the registry into numpy columns
   and builds its line protocol, while the previous batch is still being written;
 - the write thread makes the batch durable (InfluxDB within the deadline, else the fsync'ed
   spool: `ingest/sink.py`), publishes its rejections to the dead-letter topic, acknowledges
@@ -56,6 +57,7 @@ from ingest.reasons import Rejection
 from ingest.reorder import ReorderBuffer
 from ingest.sink import LineWriter, Sink, Stopped, Writing
 from ingest.spool import Spool
+from ingest.window import InflightWindow
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,12 @@ Msg = tuple[bytes, bytes, int, int]
 UNREGISTERED_RULE = "unregistered_sensor"
 MAX_UNREGISTERED_WARNED = 10_000  # distinct unregistered ids warned about per process
 MERGE_READINGS = 100_000  # queued batches the rules take in one step, at most
+# batches closed by a full in-flight window within WINDOW_WARN_S that make it a throughput limit
+# worth a warning (a fleet publishing in bursts closes one a burst)
+WINDOW_WARN_BATCHES, WINDOW_WARN_S = 20, 10.0
+# deliveries that start this soon after we let the broker send more (our connect or an ack) are
+# the broker's answer to it, not a fleet's own burst: only those tell the window
+RELEASE_ECHO_S = 0.02
 WRITE_POLL_S = 0.002  # how often the write thread looks whether a batch's writes are done
 
 
@@ -159,6 +167,16 @@ class Collector:
         # one started), one decoded meanwhile
         self._slots = threading.Semaphore(3)
         self._generation = 0
+        # the broker's in-flight window (ingest/window.py): QoS 1 messages received and
+        # acknowledged, counted since the start; `_unacked_base` is what an earlier connection
+        # left unacknowledged (never acknowledged on this one)
+        self._window = InflightWindow(mqtt_cfg.receive_maximum if mqtt_cfg.protocol == "5" else None)
+        self._received_q1 = 0  # network thread
+        self._acked_q1 = 0  # write thread
+        self._unacked_base = 0
+        self._released_at = 0.0  # monotonic time of our last connect or ack
+        self._window_closes: deque[float] = deque(maxlen=WINDOW_WARN_BATCHES)
+        self._window_warned_at = -1e9
         self._connected = threading.Event()
         self._threads: list[threading.Thread] = []
         self._warned: set[str] = set()
@@ -193,6 +211,10 @@ class Collector:
             return
         # a new connection: packet ids of messages received before it are no longer ours to ack
         self._generation += 1
+        self._unacked_base = self._received_q1 - self._acked_q1
+        self._window.forget()
+        self._released_at = time.monotonic()
+        metrics.INFLIGHT_WINDOW.set(self._window.limit or 0)
         client.subscribe([(f, 1) for f in self.subscriptions])
         self._connected.set()
         log.info("MQTT connected to %s:%d (MQTT %s, session kept), subscribed %s",
@@ -218,6 +240,8 @@ class Collector:
     def _on_publish_raw(self, topic: bytes, payload: bytes, mid: int) -> None:
         self._queue.append((topic, payload, mid, self._generation))
         self._received_bytes += len(payload)
+        if mid:
+            self._received_q1 += 1
         if self._received_bytes - self._taken_bytes > self.ingest_cfg.queue_max_bytes:
             self._backpressure()
         if self._idle:
@@ -280,12 +304,8 @@ class Collector:
             self._idle = False
             if not q:
                 return []
+        self._linger()
         cfg = self.influx_cfg
-        # linger briefly at low rates so one write carries more than a few readings
-        linger_until = time.monotonic() + cfg.flush_interval_s
-        while (len(q) < cfg.batch_size and self._received_bytes - self._taken_bytes < cfg.batch_bytes
-               and time.monotonic() < linger_until and not self._stop.is_set()):
-            time.sleep(0.002)
         out: list[Msg] = []
         size = 0
         while q and len(out) < cfg.batch_size and size < cfg.batch_bytes:
@@ -295,6 +315,57 @@ class Collector:
         self._taken_bytes += size
         self._taken += len(out)
         return out
+
+    def _linger(self) -> None:
+        """Wait briefly at low rates so one write carries more than a few readings: until the
+        batch is full, the broker's in-flight window is (nothing more can come before we
+        acknowledge), or `flush_interval_s` has passed."""
+        try:
+            self._linger_until_closed()
+        finally:
+            metrics.INFLIGHT_WINDOW.set(self._window.limit or 0)
+
+    def _linger_until_closed(self) -> None:
+        cfg = self.influx_cfg
+        q = self._queue
+        start = time.monotonic()
+        until = start + cfg.flush_interval_s
+        seen, seen_at = self._received_q1, start
+        answer = start - self._released_at < RELEASE_ECHO_S  # these deliveries answer our ack
+        while (len(q) < cfg.batch_size and self._received_bytes - self._taken_bytes < cfg.batch_bytes
+               and not self._stop.is_set()):
+            unacked = self._received_q1 - self._acked_q1 - self._unacked_base
+            if self._window.full(unacked):
+                self._window_closed(answer)
+                return
+            now = time.monotonic()
+            if now >= until:
+                # deliveries that answered our ack, stopped in the first quarter of the linger
+                # and stayed stopped: the broker is waiting for our acknowledgements
+                if (answer and seen_at - start <= cfg.flush_interval_s / 4
+                        and (w := self._window.stalled(unacked))):
+                    log.info("MQTT deliveries stop at %d unacknowledged messages: taking that as the broker's "
+                             "in-flight window, batches close there instead of lingering", w)
+                return
+            if self._received_q1 != seen:
+                seen, seen_at = self._received_q1, now
+            time.sleep(0.002)
+
+    def _window_closed(self, answer: bool) -> None:
+        metrics.WINDOW_CLOSED.inc()
+        if not answer:
+            return  # a fleet's burst that filled the learned count, not a broker holding a backlog
+        now = time.monotonic()
+        closes = self._window_closes
+        closes.append(now)
+        if (len(closes) == closes.maxlen and now - closes[0] < WINDOW_WARN_S
+                and now - self._window_warned_at > 600):
+            self._window_warned_at = now
+            log.warning("the MQTT broker sends at most %d unacknowledged messages (its in-flight window), "
+                        "so every batch waits for the one before it to be stored: %d batches in %.1f s "
+                        "closed there. Raise it to at least %d (Mosquitto max_inflight_messages, EMQX "
+                        "mqtt.max_inflight; docs/operations.md)",
+                        self._window.limit, len(closes), now - closes[0], 3 * self.influx_cfg.batch_size)
 
     def _decode_loop(self) -> None:
         while not (self._stop.is_set() and not self._queue):
@@ -414,7 +485,10 @@ class Collector:
     def _ack(self, work: _Work) -> None:
         gen = self._generation
         mids = [m for m, g in zip(work.mids, work.generations, strict=True) if m and g == gen]
+        self._acked_q1 += len(mids)  # before the ack: the broker may answer it with new deliveries at once
         ack_many(self.client, mids)
+        if mids:
+            self._released_at = time.monotonic()
         metrics.ACKS.inc(len(mids))
 
     def _hand_on(self, lane: _Lane) -> None:

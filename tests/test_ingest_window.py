@@ -1,0 +1,144 @@
+"""The broker's in-flight window: a batch closes as soon as the broker can send nothing more
+before our acknowledgement, whether the window is known (our MQTT 5 Receive Maximum) or
+learned (MQTT 3.1.1); a fleet publishing in bursts is not taken for a window.
+
+The strict window is enforced by simulators/inflightproxy.py in front of the real Mosquitto,
+which keeps to its own max_inflight_messages only until the first acknowledgements."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from prometheus_client import REGISTRY
+
+from ews.config import InfluxConfig, IngestConfig, MqttConfig
+from ews.regions import RegionRegistry
+from ews.sensors import SensorRegistry
+from ews.servers import LocalServers
+from ingest.collector import Collector
+from ingest.influx_v1 import InfluxV1
+from ingest.process import MessageProcessor
+from ingest.window import MIN_LEARNED, InflightWindow
+from simulators.inflightproxy import InflightProxy, puback_mid, publish_mid
+
+from .conftest import COMM_A1, STREET_A
+from .waiting import wait_for
+
+RG = f"ews/440106/{STREET_A}/{COMM_A1}/rain/RG-A1"
+NOW = int(time.time() * 1000)
+
+
+def test_a_window_is_learned_from_two_equal_stops_and_forgotten_when_exceeded() -> None:
+    w = InflightWindow()
+    assert w.limit is None and not w.full(10_000)
+    assert w.stalled(32) is None  # once could be anything
+    assert w.stalled(32) == 32 and w.limit == 32
+    assert w.full(32) and not w.full(31)
+    assert not w.full(33)  # more came than the window allows: it was not one
+    assert w.limit is None
+    assert w.stalled(20) is None and w.stalled(21) is None and w.stalled(21) == 21
+
+
+def test_small_counts_are_not_learned_and_a_known_window_bounds_a_learned_one() -> None:
+    w = InflightWindow()
+    for _ in range(3):
+        assert w.stalled(MIN_LEARNED - 1) is None
+    assert w.limit is None
+    k = InflightWindow(known=100)
+    assert k.full(100) and not k.full(99)
+    k.stalled(40)
+    k.stalled(40)
+    assert k.limit == 40
+    k.forget()  # a new connection: the broker may be another one
+    assert k.limit == 100
+
+
+def test_proxy_reads_packet_ids() -> None:
+    # PUBLISH QoS 1, topic "a/b", packet id 0x1234, payload "x"; PUBACK 0x0102; QoS 0 PUBLISH
+    assert publish_mid(bytes([0x32, 8, 0, 3]) + b"a/b" + bytes([0x12, 0x34]) + b"x") == 0x1234
+    assert publish_mid(bytes([0x30, 6, 0, 3]) + b"a/bx") is None
+    assert puback_mid(bytes([0x40, 2, 1, 2])) == 0x0102
+
+
+def _collector(port: int, client_id: str, influx_url: str, db: str, sensors: SensorRegistry,
+               regions: RegionRegistry, spool: Path, **mqtt_kw: object) -> Collector:
+    return Collector(
+        MqttConfig(port=port, client_id=client_id, drill_root=None, **mqtt_kw),
+        # a long linger: lingering at every batch behind the window would show in the counts
+        InfluxConfig(url=influx_url, database=db, flush_interval_s=0.3),
+        MessageProcessor(sensors, regions, allowed_lateness_s=86400),
+        ingest_cfg=IngestConfig(), spool_dir=spool,
+    )
+
+
+def _publish(port: int, client_id: str, n: int, t0: int) -> None:
+    pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    pub.max_inflight_messages_set(0)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    infos = [pub.publish(RG, orjson.dumps({"ts": t0 + i * 1000, "value": 0.1}), qos=1) for i in range(n)]
+    for info in infos:
+        info.wait_for_publish(10)
+    pub.disconnect()
+    pub.loop_stop()
+
+
+def _closed() -> float:
+    return REGISTRY.get_sample_value("ews_ingest_window_closed_batches_total") or 0.0
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_behind_a_strict_window_batches_close_at_it_and_nothing_is_lost(
+    servers: LocalServers, influx_db: str, mini_sensors: SensorRegistry, mini_regions: RegionRegistry,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, protocol: str,
+) -> None:
+    window, n = 16, 600
+    proxy = InflightProxy(servers.mqtt.port, window)
+    kw: dict[str, object] = {"protocol": protocol}
+    if protocol == "5":
+        kw["receive_maximum"] = 64  # the broker keeps a smaller window than we ask for
+    col = _collector(proxy.port, f"test-window-{protocol}", servers.influx_url, influx_db, mini_sensors,
+                     mini_regions, tmp_path / "spool", **kw)
+    closed0 = _closed()
+    col.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="ingest.collector"):
+            _publish(servers.mqtt.port, f"test-window-pub-{protocol}", n, NOW - 3_600_000)
+            assert wait_for(lambda: col.stats["messages"] >= n and col.pending == 0, timeout=60)
+        assert max(s.held_peak for s in proxy.sessions) > 0  # the window did hold deliveries back
+        assert col._window.limit == window
+        # all but the first few batches (the two lingers that learn the window) closed at it
+        assert col.stats["batches"] >= n // window
+        assert _closed() - closed0 >= n // window - 4
+        assert any("in-flight window" in r.message and r.levelno == logging.WARNING for r in caplog.records)
+        db = InfluxV1(servers.influx_url, influx_db)
+        assert db.count("rain") == n
+        db.close()
+    finally:
+        col.stop()
+        proxy.stop()
+
+
+def test_a_fleet_publishing_in_bursts_is_not_taken_for_a_window(
+    servers: LocalServers, influx_db: str, mini_sensors: SensorRegistry, mini_regions: RegionRegistry,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    col = _collector(servers.mqtt.port, "test-window-bursts", servers.influx_url, influx_db, mini_sensors,
+                     mini_regions, tmp_path / "spool")
+    col.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="ingest.collector"):
+            for k in range(4):  # the same number of readings each time, each burst long after our ack
+                _publish(servers.mqtt.port, f"test-window-burst-{k}", 40, NOW - 3_600_000 + k * 100_000)
+                assert wait_for(lambda k=k: col.stats["messages"] >= 40 * (k + 1) and col.pending == 0)  # type: ignore[misc]
+                time.sleep(0.1)
+        assert col._window.limit is None
+        assert not any("in-flight window" in r.message for r in caplog.records)
+        assert col.stats["messages"] == 160
+    finally:
+        col.stop()
