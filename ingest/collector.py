@@ -72,7 +72,8 @@ WINDOW_WARN_BATCHES, WINDOW_WARN_S = 20, 10.0
 # deliveries that start this soon after we let the broker send more (our connect or an ack) are
 # the broker's answer to it, not a fleet's own burst: only those tell the window
 RELEASE_ECHO_S = 0.02
-WRITE_POLL_S = 0.002  # how often the write thread looks whether a batch's writes are done
+# a finished write wakes the write thread through its future's callback; this is the safety net
+WRITE_POLL_S = 0.05
 
 
 def make_writer(cfg: InfluxConfig, database: str) -> LineWriter:
@@ -116,6 +117,13 @@ class _Lane:
     readings: int
     outcome: Outcome
     writing: Writing | None = None  # its write, while in flight
+
+
+class _WriteDone:
+    """Put on the work queue when a background write finishes, to wake the write thread."""
+
+
+WRITE_DONE = _WriteDone()
 
 
 @dataclass(slots=True)
@@ -162,7 +170,7 @@ class Collector:
         self._done = 0  # messages finished by the write thread
         self._idle = False
         self._wake = threading.Event()
-        self._work: queue.Queue[_Work | None] = queue.Queue()
+        self._work: queue.Queue[_Work | _WriteDone | None] = queue.Queue()
         # at most three batches between taking and finishing: two being written (one finishing,
         # one started), one decoded meanwhile
         self._slots = threading.Semaphore(3)
@@ -349,7 +357,9 @@ class Collector:
                 return
             if self._received_q1 != seen:
                 seen, seen_at = self._received_q1, now
-            time.sleep(0.002)
+            # closer to a window that closes batches, look more often: it fills within a millisecond
+            limit = self._window.limit
+            time.sleep(0.0005 if limit is not None and limit - unacked < cfg.batch_size else 0.002)
 
     def _window_closed(self, answer: bool) -> None:
         metrics.WINDOW_CLOSED.inc()
@@ -429,14 +439,19 @@ class Collector:
                     except Exception:
                         log.exception("spool replay failed")
                 continue
+            if work is WRITE_DONE:
+                continue  # of a batch already completed
             if work is None:
                 if pending is not None:
                     self._complete(pending)
                 self._to_rules_q.put(None)
                 return
+            assert isinstance(work, _Work)
             for lane in work.lanes:
                 if lane.readings:
                     lane.writing = self.sinks[lane.drill].begin(lane.lines)
+                    for f in lane.writing.parts if lane.writing else ():
+                        f.add_done_callback(self._written)
             if pending is not None:
                 self._complete(pending)
             pending = work
@@ -446,11 +461,18 @@ class Collector:
         still going; Empty once `pending`'s writes are all done (or it must take the careful
         path), so its acknowledgement does not wait for the next batch."""
         while True:
+            done = all(lane.writing is None or lane.writing.done() for lane in pending.lanes)
             try:
-                return self._work.get(timeout=WRITE_POLL_S)
+                item = self._work.get_nowait() if done else self._work.get(timeout=WRITE_POLL_S)
             except queue.Empty:
-                if all(lane.writing is None or lane.writing.done() for lane in pending.lanes):
+                if done:
                     raise
+                continue
+            if not isinstance(item, _WriteDone):
+                return item
+
+    def _written(self, _f: object) -> None:
+        self._work.put(WRITE_DONE)
 
     def _complete(self, work: _Work) -> None:
         try:
