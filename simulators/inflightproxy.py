@@ -18,6 +18,7 @@ import contextlib
 import socket
 import threading
 from collections import deque
+from collections.abc import Callable
 
 PUBLISH, PUBACK = 3, 4
 
@@ -80,8 +81,8 @@ class _Session:
         self.held_peak = 0
 
     def run(self) -> None:
-        for fn in (self._downstream, self._upstream):
-            threading.Thread(target=fn, daemon=True, name="inflight-proxy").start()
+        for src, handle in ((self.upstream, self._from_broker), (self.client, self._from_client)):
+            threading.Thread(target=self._pump, args=(src, handle), daemon=True, name="inflight-proxy").start()
 
     def close(self) -> None:
         for s in (self.client, self.upstream):
@@ -89,43 +90,38 @@ class _Session:
                 s.shutdown(socket.SHUT_RDWR)
             s.close()
 
-    def _downstream(self) -> None:
-        """Broker to client: QoS 1 deliveries past the window wait."""
+    def _pump(self, src: socket.socket, handle: Callable[[list[bytes]], None]) -> None:
         buf = bytearray()
         try:
-            while data := self.upstream.recv(1 << 16):
+            while data := src.recv(1 << 16):
                 buf += data
-                out = []
-                with self.lock:
-                    for pkt in _packets(buf):
-                        mid = publish_mid(pkt)
-                        if mid is None or (not self.held and len(self.inflight) < self.window):
-                            if mid is not None:
-                                self.inflight.add(mid)
-                            out.append(pkt)
-                        else:
-                            self.held.append((mid, pkt))
-                    self.held_peak = max(self.held_peak, len(self.held))
-                    if out:
-                        self.client.sendall(b"".join(out))
+                handle(_packets(buf))
         except OSError:
             pass
         self.close()
 
-    def _upstream(self) -> None:
-        """Client to broker: everything passes; each PUBACK frees a slot for a held delivery."""
-        buf = bytearray()
-        try:
-            while data := self.client.recv(1 << 16):
-                buf += data
-                pkts = _packets(buf)
-                self.upstream.sendall(b"".join(pkts))
-                acked = [m for p in pkts if (m := puback_mid(p)) is not None]
-                if acked:
-                    self._release(acked)
-        except OSError:
-            pass
-        self.close()
+    def _from_broker(self, pkts: list[bytes]) -> None:
+        """QoS 1 deliveries past the window wait; everything else passes."""
+        out = []
+        with self.lock:
+            for pkt in pkts:
+                mid = publish_mid(pkt)
+                if mid is None or (not self.held and len(self.inflight) < self.window):
+                    if mid is not None:
+                        self.inflight.add(mid)
+                    out.append(pkt)
+                else:
+                    self.held.append((mid, pkt))
+            self.held_peak = max(self.held_peak, len(self.held))
+            if out:
+                self.client.sendall(b"".join(out))
+
+    def _from_client(self, pkts: list[bytes]) -> None:
+        """Everything passes to the broker; each PUBACK frees a slot for a held delivery."""
+        self.upstream.sendall(b"".join(pkts))
+        acked = [m for p in pkts if (m := puback_mid(p)) is not None]
+        if acked:
+            self._release(acked)
 
     def _release(self, acked: list[int]) -> None:
         with self.lock:
