@@ -26,14 +26,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ews.config import load_config
     from ews.pipeline import Pipeline
 
-    pipeline = Pipeline(load_config(args.config))
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    config = load_config(args.config)
     if args.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(args.metrics_port, addr="127.0.0.1")
+        try:
+            start_http_server(args.metrics_port, addr=args.metrics_host)
+        except OSError as exc:
+            # most often a second shard on the same host with the same port
+            print(f"ews run: cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {exc.strerror or exc} "
+                  f"(each pipeline on a host needs its own --metrics-port)", file=sys.stderr)
+            return 1
+    pipeline = Pipeline(config)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     pipeline.start()
     stop.wait()
     log.info("stopping: draining the ingest queue and the outbox")
@@ -167,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the pipeline until SIGINT/SIGTERM")
     run.add_argument("--config", required=True, type=Path)
-    run.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    run.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on PORT (0: not at all)")
+    run.add_argument("--metrics-host", default="127.0.0.1",
+                     help="address to serve them on; 0.0.0.0 in a container, where Prometheus scrapes its address")
     run.set_defaults(fn=cmd_run)
 
     rules = sub.add_parser("rules", help="rule files").add_subparsers(dest="rules_command", required=True)

@@ -82,6 +82,27 @@ def test_run_with_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "registries.sensors" in capsys.readouterr().err
 
 
+def test_run_with_its_metrics_port_taken_says_so_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two shards on one host with the same --metrics-port: the second says why it cannot start."""
+    import socket
+
+    from ews.config import sample_dir
+
+    cfg = tmp_path / "config.yaml"
+    sample = sample_dir()
+    cfg.write_text(f"registries: {{regions: {sample / 'regions.yaml'}, sensors: {sample / 'sensors.yaml'}}}\n"
+                   f"state_dir: {tmp_path / 'state'}\n")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["run", "--config", str(cfg), "--metrics-port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in err and "own --metrics-port" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "state").exists()  # it stopped before the pipeline opened anything
+
+
 def test_demo_without_deploy_templates_says_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:

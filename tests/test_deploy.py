@@ -46,6 +46,9 @@ def test_compose_and_systemd_files() -> None:
     assert {"mosquitto", "influxdb", "alertmanager", "ews"} <= set(compose["services"])
     unit = (DEPLOY / "systemd" / "ews-pipeline@.service").read_text()
     assert "ExecStart=/opt/ews/.venv/bin/ews run --config /etc/ews/%i.yaml" in unit
+    # the metrics port's default comes before the shard's own file, which may override it
+    # (shards sharing a host)
+    assert unit.index("Environment=EWS_METRICS_PORT=9108") < unit.index("EnvironmentFile=-/etc/ews/%i.env")
     conf = (DEPLOY / "compose" / "mosquitto.conf").read_text()
     assert "max_queued_messages 0" in conf and "persistence true" in conf
 
@@ -61,6 +64,12 @@ def _shipped_command_lines() -> dict[str, list[str]]:
                         lines[f"{f.name}:{c['name']}"] = [str(a) for a in c["args"]]
     unit = (DEPLOY / "systemd" / "ews-pipeline@.service").read_text()
     exec_start = next(ln for ln in unit.splitlines() if ln.startswith("ExecStart="))
+    # systemd expands ${VAR} from Environment= (the defaults; a shard's env file may override)
+    env = dict(ln.removeprefix("Environment=").split("=", 1) for ln in unit.splitlines()
+               if ln.startswith("Environment="))
+    for name, value in env.items():
+        exec_start = exec_start.replace("${" + name + "}", value)
+    assert "${" not in exec_start, exec_start
     lines["systemd"] = shlex.split(exec_start.removeprefix("ExecStart="))[1:]
     docker = (DEPLOY / "compose" / "Dockerfile").read_text()
     cmd = next(ln for ln in docker.splitlines() if ln.startswith("CMD "))
@@ -77,6 +86,21 @@ def test_shipped_command_lines_parse() -> None:
         assert args.command == "run", where
         assert args.metrics_port == 9108, where
         assert str(args.config).startswith("/etc/ews/"), where
+        # in a container Prometheus scrapes the pod's or container's address, not its loopback
+        container = where != "systemd"
+        assert (args.metrics_host == "0.0.0.0") == container, where
+
+
+def test_k8s_scrape_annotations_point_at_the_metrics_port() -> None:
+    for f in sorted((DEPLOY / "k8s").glob("3*.yaml")):
+        for d in _docs(f):
+            if d["kind"] != "StatefulSet":
+                continue
+            pod = d["spec"]["template"]
+            c = pod["spec"]["containers"][0]
+            args = build_parser().parse_args([str(a) for a in c["args"]])
+            assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(args.metrics_port), f
+            assert {"name": "metrics", "containerPort": args.metrics_port} in c["ports"], f
 
 
 def _mosquitto_settings(path: Path) -> dict[str, str]:
