@@ -133,3 +133,17 @@ def test_every_shipped_broker_keeps_queues_and_a_window_of_three_batches() -> No
     env = {e["name"]: e["value"] for e in emqx[0]["env"]}
     assert need <= int(env.get("EMQX_MQTT__MAX_INFLIGHT", "32")) <= 65535
     assert env["EMQX_MQTT__MAX_MQUEUE_LEN"] == "0"
+
+
+def test_k8s_pods_run_as_the_image_user_with_a_writable_state_volume() -> None:
+    """A PersistentVolume is mounted root-owned; the image runs as a fixed non-root user, so the
+    pod must name that user's group as fsGroup or the pipeline cannot open its SQLite store."""
+    docker = (DEPLOY / "compose" / "Dockerfile").read_text()
+    user = next(ln for ln in docker.splitlines() if ln.startswith("USER ")).split()[1]
+    uid, gid = (int(x) for x in user.split(":"))
+    assert f"--uid {uid} --gid {gid}" in docker and f"groupadd --system --gid {gid} ews" in docker
+    pods = [d["spec"]["template"]["spec"] for f in sorted((DEPLOY / "k8s").glob("3*.yaml"))
+            for d in _docs(f) if d["kind"] == "StatefulSet"]
+    assert len(pods) >= 2
+    for pod in pods:
+        assert pod["securityContext"] == {"runAsUser": uid, "runAsGroup": gid, "fsGroup": gid, "runAsNonRoot": True}
