@@ -8,6 +8,7 @@ which keeps to its own max_inflight_messages only until the first acknowledgemen
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -142,3 +143,48 @@ def test_a_fleet_publishing_in_bursts_is_not_taken_for_a_window(
         assert col.stats["messages"] == 160
     finally:
         col.stop()
+
+
+def test_a_connection_dropped_behind_the_window_loses_nothing_and_learns_it_again(
+    servers: LocalServers, influx_db: str, mini_sensors: SensorRegistry, mini_regions: RegionRegistry,
+    tmp_path: Path,
+) -> None:
+    """The connection drops while a batch is being written, and the write ends only after the
+    pipeline has reconnected: that batch is never acknowledged on the new connection (the
+    broker delivers it again), and it must not count against the new connection's window."""
+    window, n = 16, 800
+    proxy = InflightProxy(servers.mqtt.port, window)
+    col = _collector(proxy.port, "test-window-drop", servers.influx_url, influx_db, mini_sensors, mini_regions,
+                     tmp_path / "spool")
+    sink = col.sinks[False]
+    write = sink.writer.write
+    flowing, held = threading.Event(), threading.Event()
+    flowing.set()
+
+    def gated_write(lines: bytes) -> None:  # InfluxDB stalls while `flowing` is clear
+        if not flowing.is_set():
+            held.set()
+            assert flowing.wait(30)
+        write(lines)
+
+    sink.writer.write = gated_write  # type: ignore[method-assign]
+    col.start()
+    try:
+        _publish(servers.mqtt.port, "test-window-drop-pub", n, NOW - 3_600_000)
+        assert wait_for(lambda: col._window.limit == window)
+        flowing.clear()
+        assert held.wait(10)  # a batch is being written, its messages unacknowledged
+        generation = col._generation
+        for session in list(proxy.sessions):
+            session.close()  # the broker's connection drops
+        assert wait_for(lambda: col._generation > generation and len(proxy.sessions) >= 2)
+        flowing.set()
+        assert wait_for(lambda: col.stats["messages"] >= n + window and col.pending == 0, timeout=60)
+        assert col._window.limit == window  # learned again on the new connection, not offset
+        db = InfluxV1(servers.influx_url, influx_db)
+        assert db.count("rain") == n  # the batch delivered twice lands on the same points
+        db.close()
+    finally:
+        flowing.set()
+        col.stop()
+        proxy.stop()
