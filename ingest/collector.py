@@ -51,7 +51,7 @@ from ews.levels import Level
 from ews.models import LevelChange, ReadingBatch
 from ingest.influx_v1 import InfluxV1
 from ingest.lineproto import LineBuilder, unregistered_lines
-from ingest.mqttclient import Client, ack_many, connect_async, make_client
+from ingest.mqttclient import Client, ack_many, connect_async, honour_receive_maximum, make_client
 from ingest.process import MessageProcessor, Outcome, Unregistered
 from ingest.reasons import Rejection
 from ingest.reorder import ReorderBuffer
@@ -213,10 +213,11 @@ class Collector:
 
     # --- MQTT (network thread) ----------------------------------------------------------------
 
-    def _on_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, rc: Any, _props: Any) -> None:
+    def _on_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, rc: Any, props: Any) -> None:
         if rc.is_failure:
             log.error("MQTT connection refused: %s", rc)
             return
+        honour_receive_maximum(client, props)
         # a new connection: packet ids of messages received before it are no longer ours to ack
         self._generation += 1
         self._unacked_base = self._received_q1 - self._acked_q1

@@ -83,6 +83,22 @@ class Client(mqtt.Client):
         return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
+OWN_INFLIGHT = 1000  # our own QoS 1 publishes unacknowledged at most
+
+
+def honour_receive_maximum(c: mqtt.Client, props: Any) -> None:
+    """Under MQTT 5 the broker's CONNACK says how many of our QoS 1 publishes it takes
+    unacknowledged (Mosquitto: its max_inflight_messages); more is a protocol error it may
+    answer by disconnecting (reason 0x93), and paho does not read it itself. Called from
+    on_connect, where paho's setter refuses (the connection is open) and where an exception
+    would end paho's network thread: so the attribute is set directly, and never raises."""
+    limit = getattr(props, "ReceiveMaximum", None) if props is not None else None
+    # absent: 65,535 (MQTT 5, 3.2.2.3.3), and under 3.1.1 there is no such bound
+    bound = limit if isinstance(limit, int) and limit > 0 else 65535
+    if isinstance(getattr(c, "_max_inflight_messages", None), int):
+        c._max_inflight_messages = min(OWN_INFLIGHT, bound)
+
+
 def make_client(cfg: MqttConfig) -> mqtt.Client:
     v5 = cfg.protocol == "5"
     kwargs: dict[str, Any] = {} if v5 else {"clean_session": False}
@@ -98,7 +114,7 @@ def make_client(cfg: MqttConfig) -> mqtt.Client:
             ca_certs=str(t.ca_file), certfile=str(t.cert_file) if t.cert_file else None,
             keyfile=str(t.key_file) if t.key_file else None,
         )
-    c.max_inflight_messages_set(1000)  # our own publishes (dead letters, warning state)
+    c.max_inflight_messages_set(OWN_INFLIGHT)  # our own publishes (dead letters, warning state)
     c.max_queued_messages_set(0)
     c.reconnect_delay_set(min_delay=1, max_delay=30)
     return c

@@ -9,7 +9,9 @@ to it only until the first acknowledgements arrive and then sends far more (32, 
 then the rest, measured here), so it cannot show how the pipeline behaves behind a strict
 window. The proxy enforces the documented behaviour on Mosquitto's output: QoS 1 PUBLISH
 packets past the window wait, first in first out, and go out as the client's PUBACKs come in;
-every other packet passes unchanged.
+every other packet passes unchanged. The other way, the client's own unacknowledged QoS 1
+publishes are only counted (`client_unacked_peak`), to check that it keeps to the broker's
+Receive Maximum.
 """
 
 from __future__ import annotations
@@ -79,6 +81,9 @@ class _Session:
         self.held: deque[tuple[int, bytes]] = deque()
         self.lock = threading.Lock()  # inflight, held, and sends to the client
         self.held_peak = 0
+        # the other direction, only counted: the client's QoS 1 publishes the broker has not acked
+        self.client_unacked: set[int] = set()
+        self.client_unacked_peak = 0
 
     def run(self) -> None:
         for src, handle in ((self.upstream, self._from_broker), (self.client, self._from_client)):
@@ -105,6 +110,8 @@ class _Session:
         out = []
         with self.lock:
             for pkt in pkts:
+                if (acked := puback_mid(pkt)) is not None:
+                    self.client_unacked.discard(acked)
                 mid = publish_mid(pkt)
                 if mid is None or (not self.held and len(self.inflight) < self.window):
                     if mid is not None:
@@ -118,6 +125,9 @@ class _Session:
 
     def _from_client(self, pkts: list[bytes]) -> None:
         """Everything passes to the broker; each PUBACK frees a slot for a held delivery."""
+        with self.lock:  # counted before it goes: the broker's PUBACK may come back at once
+            self.client_unacked.update(m for p in pkts if (m := publish_mid(p)) is not None)
+            self.client_unacked_peak = max(self.client_unacked_peak, len(self.client_unacked))
         self.upstream.sendall(b"".join(pkts))
         acked = [m for p in pkts if (m := puback_mid(p)) is not None]
         if acked:

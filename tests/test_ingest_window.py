@@ -7,7 +7,9 @@ which keeps to its own max_inflight_messages only until the first acknowledgemen
 
 from __future__ import annotations
 
+import getpass
 import logging
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -20,7 +22,7 @@ from prometheus_client import REGISTRY
 from ews.config import InfluxConfig, IngestConfig, MqttConfig
 from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
-from ews.servers import LocalServers
+from ews.servers import DEPLOY_DIR, LocalServers, ManagedServer, free_port
 from ingest.collector import Collector
 from ingest.influx_v1 import InfluxV1
 from ingest.process import MessageProcessor
@@ -188,3 +190,60 @@ def test_a_connection_dropped_behind_the_window_loses_nothing_and_learns_it_agai
         flowing.set()
         col.stop()
         proxy.stop()
+
+
+def _mosquitto_with_window(tmp_path: Path, window: int) -> ManagedServer:
+    """Mosquitto on the project's configuration with another max_inflight_messages (which it
+    also announces to MQTT 5 clients as its Receive Maximum)."""
+    data = tmp_path / "mosquitto-window"
+    data.mkdir()
+    port = free_port()
+    text = (DEPLOY_DIR / "mosquitto" / "mosquitto.conf").read_text()
+    assert "max_inflight_messages 20000" in text
+    text = text.replace("max_inflight_messages 20000", f"max_inflight_messages {window}")
+    for key, value in {"port": port, "data_dir": data, "user": getpass.getuser()}.items():
+        text = text.replace("{" + key + "}", str(value))
+    (data / "mosquitto.conf").write_text(text)
+    binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
+    assert binary
+    return ManagedServer("mosquitto-window", [binary, "-c", str(data / "mosquitto.conf")], port, data,
+                         data / "stdout.log")
+
+
+def test_under_mqtt_5_our_own_publishes_keep_to_the_brokers_receive_maximum(
+    servers: LocalServers, influx_db: str, mini_sensors: SensorRegistry, mini_regions: RegionRegistry,
+    tmp_path: Path,
+) -> None:
+    """A flood of bad input makes a dead letter each; under MQTT 5 the broker takes at most its
+    Receive Maximum of them unacknowledged (more is a protocol error it may disconnect for)."""
+    receive_maximum, n = 10, 300
+    broker = _mosquitto_with_window(tmp_path, receive_maximum)
+    broker.start()
+    proxy = InflightProxy(broker.port, 65535)  # counts our publishes, holds nothing back
+    col = _collector(proxy.port, "test-window-rm", servers.influx_url, influx_db, mini_sensors, mini_regions,
+                     tmp_path / "spool", protocol="5")
+    dead: list[bytes] = []
+    watcher = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="test-window-rm-dl")
+    watcher.on_message = lambda _c, _u, msg: dead.append(bytes(msg.payload))
+    watcher.connect("127.0.0.1", broker.port)
+    watcher.loop_start()
+    watcher.subscribe("ews-out/rejected/#", qos=1)
+    col.start()
+    try:
+        pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="test-window-rm-pub")
+        pub.max_inflight_messages_set(0)
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        for info in [pub.publish(RG, b'{"ts": 17', qos=1) for _ in range(n)]:
+            info.wait_for_publish(10)
+        pub.disconnect()
+        pub.loop_stop()
+        assert wait_for(lambda: len(dead) >= n, timeout=60)
+        assert col.stats["rejected"] == n
+        peak = max(s.client_unacked_peak for s in proxy.sessions)
+        assert 0 < peak <= receive_maximum
+    finally:
+        col.stop()
+        watcher.loop_stop()
+        proxy.stop()
+        broker.stop()
