@@ -217,9 +217,13 @@ class Collector:
         if rc.is_failure:
             log.error("MQTT connection refused: %s", rc)
             return
-        honour_receive_maximum(client, props)
         # a new connection: packet ids of messages received before it are no longer ours to ack
         self._generation += 1
+        try:
+            honour_receive_maximum(client, props)
+        except Exception:  # raised out of a paho callback, it would end the network thread and ingest
+            metrics.PIPELINE_ERRORS.labels("ingest").inc()
+            log.exception("reading the broker's CONNACK failed; keeping our own publishing limits")
         self._unacked_base = self._received_q1 - self._acked_q1
         self._window.forget()
         self._released_at = time.monotonic()

@@ -247,3 +247,30 @@ def test_under_mqtt_5_our_own_publishes_keep_to_the_brokers_receive_maximum(
         watcher.loop_stop()
         proxy.stop()
         broker.stop()
+
+
+def test_a_failure_reading_the_connack_does_not_stop_ingest(
+    servers: LocalServers, influx_db: str, mini_sensors: SensorRegistry, mini_regions: RegionRegistry,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Raised out of paho's on_connect, an exception would end its network thread: the process
+    would live on, connected in name, ingesting nothing."""
+    import ingest.collector
+
+    def broken(_c: object, _props: object) -> None:
+        raise RuntimeError("a CONNACK we cannot read")
+
+    monkeypatch.setattr(ingest.collector, "honour_receive_maximum", broken)
+    errors0 = REGISTRY.get_sample_value("ews_pipeline_errors_total", {"stage": "ingest"}) or 0.0
+    col = _collector(servers.mqtt.port, "test-window-connack", servers.influx_url, influx_db, mini_sensors,
+                     mini_regions, tmp_path / "spool")
+    col.start()
+    try:
+        _publish(servers.mqtt.port, "test-window-connack-pub", 20, NOW - 3_600_000)
+        assert wait_for(lambda: col.stats["messages"] >= 20 and col.pending == 0)
+        db = InfluxV1(servers.influx_url, influx_db)
+        assert db.count("rain") == 20
+        db.close()
+        assert (REGISTRY.get_sample_value("ews_pipeline_errors_total", {"stage": "ingest"}) or 0.0) == errors0 + 1
+    finally:
+        col.stop()
