@@ -91,6 +91,15 @@ def _publish(port: int, client_id: str, n: int, t0: int) -> None:
     pub.loop_stop()
 
 
+def _stored(servers: LocalServers, database: str) -> int:
+    """Rain readings counted back in InfluxDB."""
+    db = InfluxV1(servers.influx_url, database)
+    try:
+        return db.count("rain")
+    finally:
+        db.close()
+
+
 def _closed() -> float:
     return REGISTRY.get_sample_value("ews_ingest_window_closed_batches_total") or 0.0
 
@@ -119,9 +128,7 @@ def test_behind_a_strict_window_batches_close_at_it_and_nothing_is_lost(
         assert col.stats["batches"] >= n // window
         assert _closed() - closed0 >= n // window - 4
         assert any("in-flight window" in r.message and r.levelno == logging.WARNING for r in caplog.records)
-        db = InfluxV1(servers.influx_url, influx_db)
-        assert db.count("rain") == n
-        db.close()
+        assert _stored(servers, influx_db) == n
     finally:
         col.stop()
         proxy.stop()
@@ -183,9 +190,7 @@ def test_a_connection_dropped_behind_the_window_loses_nothing_and_learns_it_agai
         flowing.set()
         assert wait_for(lambda: col.stats["messages"] >= n + window and col.pending == 0, timeout=60)
         assert col._window.limit == window  # learned again on the new connection, not offset
-        db = InfluxV1(servers.influx_url, influx_db)
-        assert db.count("rain") == n  # the batch delivered twice lands on the same points
-        db.close()
+        assert _stored(servers, influx_db) == n  # the batch delivered twice lands on the same points
     finally:
         flowing.set()
         col.stop()
@@ -268,9 +273,7 @@ def test_a_failure_reading_the_connack_does_not_stop_ingest(
     try:
         _publish(servers.mqtt.port, "test-window-connack-pub", 20, NOW - 3_600_000)
         assert wait_for(lambda: col.stats["messages"] >= 20 and col.pending == 0)
-        db = InfluxV1(servers.influx_url, influx_db)
-        assert db.count("rain") == 20
-        db.close()
+        assert _stored(servers, influx_db) == 20
         assert (REGISTRY.get_sample_value("ews_pipeline_errors_total", {"stage": "ingest"}) or 0.0) == errors0 + 1
     finally:
         col.stop()
