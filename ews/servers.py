@@ -14,7 +14,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,8 +161,10 @@ def _write_conf(template: Path, dest: Path, **values: object) -> Path:
     return dest
 
 
-def mosquitto(state_dir: Path, port: int | None = None) -> ManagedServer:
-    return _mosquitto("mosquitto", "mosquitto.conf", state_dir, port)
+def mosquitto(state_dir: Path, port: int | None = None, settings: Mapping[str, object] | None = None) -> ManagedServer:
+    """Mosquitto on deploy/mosquitto/mosquitto.conf; `settings` replace that file's own values
+    (tests of a broker configured otherwise, e.g. a small max_inflight_messages)."""
+    return _mosquitto("mosquitto", "mosquitto.conf", state_dir, port, settings)
 
 
 def dev_certificates_dir(out_dir: Path) -> Path:
@@ -175,10 +177,14 @@ def dev_certificates_dir(out_dir: Path) -> Path:
 
 def mosquitto_secure(state_dir: Path, auth_dir: Path, tls_dir: Path, port: int | None = None) -> ManagedServer:
     """Mosquitto with TLS, password file and ACL (deploy/mosquitto/mosquitto-secure.conf)."""
-    return _mosquitto("mosquitto-secure", "mosquitto-secure.conf", state_dir, port, auth_dir=auth_dir, tls_dir=tls_dir)
+    return _mosquitto("mosquitto-secure", "mosquitto-secure.conf", state_dir, port, None,
+                      auth_dir=auth_dir, tls_dir=tls_dir)
 
 
-def _mosquitto(name: str, template: str, state_dir: Path, port: int | None, **values: Path) -> ManagedServer:
+def _mosquitto(
+    name: str, template: str, state_dir: Path, port: int | None, settings: Mapping[str, object] | None,
+    **values: Path,
+) -> ManagedServer:
     """Mosquitto on a deploy/mosquitto template, its data under state_dir/name."""
     binary = _require("mosquitto", "mosquitto")
     port = port or free_port()
@@ -188,7 +194,21 @@ def _mosquitto(name: str, template: str, state_dir: Path, port: int | None, **va
         DEPLOY_DIR / "mosquitto" / template, data / "mosquitto.conf",
         port=port, data_dir=data, user=getpass.getuser(), **values,
     )
+    if settings:
+        _set_options(conf_file, settings)
     return ManagedServer(name, [binary, "-c", str(conf_file)], port, data, data / "stdout.log")
+
+
+def _set_options(conf_file: Path, settings: Mapping[str, object]) -> None:
+    """Replace the values of options the file sets (one `option value` a line)."""
+    lines = conf_file.read_text().splitlines()
+    for option, value in settings.items():
+        at = [i for i, ln in enumerate(lines) if ln.split(" ", 1)[0] == option]
+        if not at:
+            raise ServerError(f"{conf_file} sets no {option} to replace")
+        for i in at:
+            lines[i] = f"{option} {value}"
+    conf_file.write_text("\n".join(lines) + "\n")
 
 
 def influxdb(state_dir: Path, port: int | None = None) -> InfluxServer:

@@ -7,9 +7,7 @@ which keeps to its own max_inflight_messages only until the first acknowledgemen
 
 from __future__ import annotations
 
-import getpass
 import logging
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -22,7 +20,7 @@ from prometheus_client import REGISTRY
 from ews.config import InfluxConfig, IngestConfig, MqttConfig
 from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
-from ews.servers import DEPLOY_DIR, LocalServers, ManagedServer, free_port
+from ews.servers import LocalServers, mosquitto
 from ingest.collector import Collector
 from ingest.influx_v1 import InfluxV1
 from ingest.process import MessageProcessor
@@ -197,24 +195,6 @@ def test_a_connection_dropped_behind_the_window_loses_nothing_and_learns_it_agai
         proxy.stop()
 
 
-def _mosquitto_with_window(tmp_path: Path, window: int) -> ManagedServer:
-    """Mosquitto on the project's configuration with another max_inflight_messages (which it
-    also announces to MQTT 5 clients as its Receive Maximum)."""
-    data = tmp_path / "mosquitto-window"
-    data.mkdir()
-    port = free_port()
-    text = (DEPLOY_DIR / "mosquitto" / "mosquitto.conf").read_text()
-    assert "max_inflight_messages 20000" in text
-    text = text.replace("max_inflight_messages 20000", f"max_inflight_messages {window}")
-    for key, value in {"port": port, "data_dir": data, "user": getpass.getuser()}.items():
-        text = text.replace("{" + key + "}", str(value))
-    (data / "mosquitto.conf").write_text(text)
-    binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
-    assert binary
-    return ManagedServer("mosquitto-window", [binary, "-c", str(data / "mosquitto.conf")], port, data,
-                         data / "stdout.log")
-
-
 def test_under_mqtt_5_our_own_publishes_keep_to_the_brokers_receive_maximum(
     servers: LocalServers, influx_db: str, mini_sensors: SensorRegistry, mini_regions: RegionRegistry,
     tmp_path: Path,
@@ -222,7 +202,8 @@ def test_under_mqtt_5_our_own_publishes_keep_to_the_brokers_receive_maximum(
     """A flood of bad input makes a dead letter each; under MQTT 5 the broker takes at most its
     Receive Maximum of them unacknowledged (more is a protocol error it may disconnect for)."""
     receive_maximum, n = 10, 300
-    broker = _mosquitto_with_window(tmp_path, receive_maximum)
+    # Mosquitto announces its max_inflight_messages to MQTT 5 clients as its Receive Maximum
+    broker = mosquitto(tmp_path, settings={"max_inflight_messages": receive_maximum})
     broker.start()
     proxy = InflightProxy(broker.port, 65535)  # counts our publishes, holds nothing back
     col = _collector(proxy.port, "test-window-rm", servers.influx_url, influx_db, mini_sensors, mini_regions,
