@@ -318,6 +318,7 @@ class Collector:
             if not q:
                 return []
         self._linger()
+        metrics.INFLIGHT_WINDOW.set(self._window.limit or 0)  # learned, or forgotten, while lingering
         cfg = self.influx_cfg
         out: list[Msg] = []
         size = 0
@@ -333,12 +334,6 @@ class Collector:
         """Wait briefly at low rates so one write carries more than a few readings: until the
         batch is full, the broker's in-flight window is (nothing more can come before we
         acknowledge), or `flush_interval_s` has passed."""
-        try:
-            self._linger_until_closed()
-        finally:
-            metrics.INFLIGHT_WINDOW.set(self._window.limit or 0)
-
-    def _linger_until_closed(self) -> None:
         cfg = self.influx_cfg
         q = self._queue
         start = time.monotonic()
