@@ -44,15 +44,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from ews.config import (  # noqa: E402
-    ChannelConfig,
-    Config,
-    InfluxConfig,
-    IngestConfig,
-    MqttConfig,
-    NotifierConfig,
-    RegistryConfig,
-)
+from ews.config import RegistryConfig  # noqa: E402
 from ews.pipeline import Pipeline  # noqa: E402
 from ews.sensors import SensorRegistry  # noqa: E402
 from ews.servers import influxdb, mosquitto  # noqa: E402
@@ -63,13 +55,17 @@ console = Console(width=140)
 AWARE, LINGERING, DIRECT = "window-aware", "lingering", "no window"
 
 
-def _bench_ingest() -> Any:
-    """bench/ingest.py's stream and queueing helpers (the same stream of the sample district)."""
-    spec = importlib.util.spec_from_file_location("bench_ingest", _HERE / "ingest.py")
+def _bench_module(name: str) -> Any:
+    """A sibling bench script as a module: bench/ingest.py's stream and queueing helpers (the
+    same stream of the sample district), bench/ingest_roles.py's pipeline configuration."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", _HERE / f"{name}.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+ROLES = _bench_module("ingest_roles")
 
 
 class NoWindow(InflightWindow):
@@ -88,14 +84,7 @@ def drain(pipeline_port: int, broker_port: int, influx_url: str, state: Path, se
     cid, db = f"inflight-{tag}", f"inflight_{tag}"
     bi.make_session(broker_port, cid, False)
     bi.publish_all(broker_port, msgs, f"inflight-pub-{tag}", progress=lambda k: None)
-    cfg = Config(
-        mqtt=MqttConfig(port=pipeline_port, client_id=cid, subscriptions=["ews/#"], drill_root=None),
-        influxdb=InfluxConfig(url=influx_url, database=db),
-        ingest=IngestConfig(spool_dir=state / cid / "spool", allowed_lateness_s=2 * 86400),
-        registries=RegistryConfig.sample(), rules_profile="guangdong", state_dir=state / cid,
-        notifiers=NotifierConfig(channels=[ChannelConfig(name="console", type="console")]),
-    )
-    p = Pipeline(cfg)
+    p = Pipeline(ROLES.pipeline_config(pipeline_port, cid, influx_url, db, state / cid, drill_root=None))
     col = p.collector
     if how == LINGERING:
         col._window = NoWindow()
@@ -145,7 +134,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path(".state/bench/inflight.png"))
     a = ap.parse_args()
-    bi = _bench_ingest()
+    bi = _bench_module("ingest")
     sensors = RegistryConfig.sample().load().sensors
     windows = [int(w) for w in a.windows.split(",")]
     state = Path(tempfile.mkdtemp(prefix="ews-bench-inflight-"))

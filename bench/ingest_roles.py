@@ -206,7 +206,9 @@ def run_batching(a: argparse.Namespace) -> None:
     c.loop_stop()
 
 
-def run_pipeline(a: argparse.Namespace) -> None:
+def pipeline_config(port: int, client_id: str, influx: str, db: str, state: Path, **mqtt: Any) -> Any:
+    """The benchmarked pipeline: the sample district, its default rules (Guangdong profile),
+    console delivery; `mqtt` adds MqttConfig fields."""
     from ews.config import (
         ChannelConfig,
         Config,
@@ -216,19 +218,23 @@ def run_pipeline(a: argparse.Namespace) -> None:
         NotifierConfig,
         RegistryConfig,
     )
-    from ews.pipeline import Pipeline
 
-    cfg = Config(
-        mqtt=MqttConfig(port=a.port, client_id=a.client_id, subscriptions=["ews/#"]),
-        influxdb=InfluxConfig(url=a.influx, database=a.db),
+    return Config(
+        mqtt=MqttConfig(port=port, client_id=client_id, subscriptions=["ews/#"], **mqtt),
+        influxdb=InfluxConfig(url=influx, database=db),
         # the stream reaches 30 h back: every reading is evaluated, none stored as too late to warn on
-        ingest=IngestConfig(spool_dir=Path(a.state) / "spool", allowed_lateness_s=2 * 86400),
+        ingest=IngestConfig(spool_dir=state / "spool", allowed_lateness_s=2 * 86400),
         registries=RegistryConfig.sample(),
         rules_profile="guangdong",
-        state_dir=Path(a.state),
+        state_dir=state,
         notifiers=NotifierConfig(channels=[ChannelConfig(name="console", type="console")]),
     )
-    p = Pipeline(cfg)
+
+
+def run_pipeline(a: argparse.Namespace) -> None:
+    from ews.pipeline import Pipeline
+
+    p = Pipeline(pipeline_config(a.port, a.client_id, a.influx, a.db, Path(a.state)))
     if a.role == "ingest-only":
         p.collector.on_readings = None
     # end to end from its connect, as for every subscriber: the rules' start-up rebuild from
