@@ -48,7 +48,15 @@ SPOOL_FILLING = Gauge(
 SPOOLED = Counter("ews_spool_spooled_readings_total", "Readings written to the spool", ["target"])
 REPLAYED = Counter("ews_spool_replayed_readings_total", "Spooled readings replayed into InfluxDB", ["target"])
 QUARANTINED = Counter(
-    "ews_spool_quarantined_readings_total", "Readings InfluxDB refused as malformed, kept on disk", ["target"]
+    "ews_spool_quarantined_readings_total", "Readings InfluxDB would not store, kept on disk", ["target"]
+)
+INFLUX_REFUSED = Counter(
+    "ews_influx_refused_points_total",
+    "Points InfluxDB would not store, by cause (beyond_retention, type_conflict, unparsable, too_large, refused)",
+    ["target", "cause"],
+)
+INFLUX_REQUEST_LIMIT = Gauge(
+    "ews_influx_request_limit_bytes", "Largest write request sent, learned from InfluxDB's 413 (0: none)", ["target"]
 )
 RULE_SECONDS = Histogram(
     "ews_rules_batch_seconds", "Time to evaluate rules over one batch",

@@ -199,19 +199,22 @@ def _mosquitto(
     return ManagedServer(name, [binary, "-c", str(conf_file)], port, data, data / "stdout.log")
 
 
-def _set_options(conf_file: Path, settings: Mapping[str, object]) -> None:
-    """Replace the values of options the file sets (one `option value` a line)."""
+def _set_options(conf_file: Path, settings: Mapping[str, object], sep: str = " ") -> None:
+    """Replace the values of options the file sets (one `option{sep}value` a line)."""
     lines = conf_file.read_text().splitlines()
     for option, value in settings.items():
-        at = [i for i, ln in enumerate(lines) if ln.split(" ", 1)[0] == option]
+        at = [i for i, ln in enumerate(lines) if ln.strip().split(sep.strip() or " ", 1)[0].strip() == option]
         if not at:
             raise ServerError(f"{conf_file} sets no {option} to replace")
         for i in at:
-            lines[i] = f"{option} {value}"
+            indent = lines[i][:len(lines[i]) - len(lines[i].lstrip())]
+            lines[i] = f"{indent}{option}{sep}{value}"
     conf_file.write_text("\n".join(lines) + "\n")
 
 
-def influxdb(state_dir: Path, port: int | None = None) -> InfluxServer:
+def influxdb(state_dir: Path, port: int | None = None, settings: Mapping[str, str] | None = None) -> InfluxServer:
+    """InfluxDB 1.x on deploy/influxdb/influxdb.conf; `settings` replace that file's own values
+    (`key = value` lines, the value as TOML: '"0s"', "1000")."""
     binary = _require("influxd", "influxdb")
     port = port or free_port()
     data = state_dir / "influxdb"
@@ -220,6 +223,8 @@ def influxdb(state_dir: Path, port: int | None = None) -> InfluxServer:
         DEPLOY_DIR / "influxdb" / "influxdb.conf", data / "influxdb.conf",
         http_port=port, rpc_port=free_port(), data_dir=data,
     )
+    if settings:
+        _set_options(conf_file, settings, " = ")
     return InfluxServer("influxdb", [binary, "-config", str(conf_file)], port, data, data / "stdout.log")
 
 

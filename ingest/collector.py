@@ -51,6 +51,7 @@ from ews.levels import Level
 from ews.models import LevelChange, ReadingBatch
 from ingest.influx_v1 import InfluxV1
 from ingest.lineproto import LineBuilder, unregistered_lines
+from ingest.loglimit import LogLimit
 from ingest.mqttclient import Client, ack_many, connect_async, honour_receive_maximum, make_client
 from ingest.process import MessageProcessor, Outcome, Unregistered
 from ingest.reasons import Rejection
@@ -85,29 +86,6 @@ def make_writer(cfg: InfluxConfig, database: str) -> LineWriter:
         return InfluxV2(cfg.url, cfg.bucket or database, cfg.org, token, cfg.username, password,
                         cfg.write_deadline_s)
     return InfluxV1(cfg.url, database, cfg.username, password, cfg.timeout_s, token, cfg.write_deadline_s)
-
-
-class LogLimit:
-    """At most `per_window` log lines per key (reason) a minute: a flood of bad input is counted
-    in full in the metric and on the dead-letter topic, but must not drown the log."""
-
-    def __init__(self, per_window: int = 20, window_s: float = 60.0):
-        self.per_window = per_window
-        self.window_s = window_s
-        self._seen: dict[str, tuple[float, int]] = {}  # key -> (window start, lines in it)
-
-    def allow(self, key: str) -> bool:
-        now = time.monotonic()
-        start, n = self._seen.get(key, (now, 0))
-        if now - start >= self.window_s:
-            if n > self.per_window:
-                log.warning("%d more %s rejections in the last %.0f s were not logged one by one",
-                            n - self.per_window, key, now - start)
-            start, n = now, 0
-        self._seen[key] = (start, n + 1)
-        if n == self.per_window:
-            log.warning("more than %d %s rejections a minute: logging a summary instead", n, key)
-        return n < self.per_window
 
 
 @dataclass(slots=True)
@@ -278,6 +256,11 @@ class Collector:
         connect_async(self.client, self.cfg)
         self.client.loop_start()
         self.sinks[False].prepare()  # while the broker connects (drill databases: when used)
+        keep = self.sinks[False].retention_ms
+        if keep is not None and keep < self.processor.allowed_lateness_ms:
+            log.warning("InfluxDB keeps readings for %g h, less than the allowed lateness of %g h: readings "
+                        "between the two are rejected as beyond_retention, not evaluated; lengthen the "
+                        "retention policy", keep / 3_600_000, self.processor.allowed_lateness_ms / 3_600_000)
         for name, fn in (("ingest-decode", self._decode_loop), ("ingest-write", self._write_loop),
                          ("ingest-rules", self._rules_loop)):
             t = threading.Thread(target=fn, name=name, daemon=True)
@@ -413,7 +396,7 @@ class Collector:
         return _Work(lanes, [m[2] for m in batch], [m[3] for m in batch], now_ms)
 
     def _lane(self, msgs: list[Any], drill: bool, now_ms: int) -> _Lane:
-        o = self.processor.process(msgs, now_ms)
+        o = self.processor.process(msgs, now_ms, self.sinks[drill].retention_ms)
         lines = self.builder.build(o.sensor, o.ts_ms, o.value, o.battery, o.rssi)
         if o.unregistered:
             lines += unregistered_lines([(u.sensor, u.kind, u.community, u.ts_ms, u.value) for u in o.unregistered])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import re
 import ssl
 import threading
 from typing import Any
@@ -16,15 +17,35 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
+from ingest.refusal import Refusal, read_refusal
+
 
 class WriteError(Exception):
-    def __init__(self, message: str, retryable: bool):
+    def __init__(self, message: str, retryable: bool, refusal: Refusal | None = None):
         super().__init__(message)
         self.retryable = retryable
+        self.refusal = refusal  # what a refusal that sending again cannot mend says
 
 
-# answers that say the points themselves are wrong: sending them again cannot help
+# answers about the request itself (too large, points InfluxDB will not take): sending the
+# same request again cannot help; ingest/refusal.py reads what they say
 NOT_RETRYABLE = frozenset({400, 413, 422})
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
+_DURATION_MS = {"h": 3_600_000.0, "m": 60_000.0, "s": 1000.0, "ms": 1.0, "us": 1e-3, "µs": 1e-3, "ns": 1e-6}
+
+
+def refused(api: str, status: int, body: str) -> WriteError:
+    """The error for an answer other than success: retryable unless the request itself is refused."""
+    if status in NOT_RETRYABLE:
+        return WriteError(f"{api} answered {status}: {body[:300]}", retryable=False,
+                          refusal=read_refusal(status, body))
+    # 401/403/404 are configuration (credentials, database) and heal when it is fixed
+    return WriteError(f"{api} answered {status}: {body[:300]}", retryable=True)
+
+
+def duration_ms(text: str) -> int:
+    """A Go duration as InfluxQL shows it ("168h0m0s", "0s") in milliseconds."""
+    return int(sum(float(n) * _DURATION_MS[unit] for n, unit in _DURATION.findall(text)))
 
 
 def _authorization(username: str | None, password: str | None, token: str | None) -> str:
@@ -92,8 +113,16 @@ class InfluxV1:
                 raise WriteError(f"InfluxDB unreachable: {exc2!r}", retryable=True) from exc2
         if status == 204:
             return
-        # 401/403/404 are configuration (credentials, database) and heal when it is fixed
-        raise WriteError(f"InfluxDB /write answered {status}: {text[:300]}", retryable=status not in NOT_RETRYABLE)
+        raise refused("InfluxDB /write", status, text)
+
+    def retention_ms(self) -> int | None:
+        """How far back the database's default retention policy keeps points (None: for ever)."""
+        for series in self.query(f'SHOW RETENTION POLICIES ON "{self.database}"'):
+            for row in series.get("values", []):
+                policy = dict(zip(series["columns"], row, strict=False))
+                if policy.get("default"):
+                    return duration_ms(str(policy.get("duration", "0s"))) or None
+        return None
 
     def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
@@ -113,7 +142,8 @@ class InfluxV1:
         conn.request("POST", self._write_path, body=lines, headers=self._write_headers)
         r = conn.getresponse()
         body = r.read()
-        return r.status, body[:300].decode("utf-8", errors="replace")
+        # enough of it for InfluxDB's whole error, which names what it left out at its end
+        return r.status, body[:4000].decode("utf-8", errors="replace")
 
     def query(self, q: str, method: str = "GET") -> list[dict[str, Any]]:
         """Run InfluxQL; returns the `series` of the first statement (may be empty)."""

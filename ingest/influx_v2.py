@@ -14,7 +14,7 @@ from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
-from ingest.influx_v1 import NOT_RETRYABLE, WriteError
+from ingest.influx_v1 import WriteError, refused
 
 
 class InfluxV2:
@@ -42,12 +42,17 @@ class InfluxV2:
             self.api.write(bucket=self.bucket, org=self.org, record=lines,
                            write_precision=WritePrecision.MS)  # type: ignore[arg-type]
         except ApiException as exc:
-            raise WriteError(
-                f"/api/v2/write answered {exc.status}: {str(exc.body)[:300]}",
-                retryable=exc.status not in NOT_RETRYABLE,
-            ) from exc
+            body = exc.body.decode("utf-8", errors="replace") if isinstance(exc.body, bytes) else str(exc.body)
+            raise refused("/api/v2/write", int(exc.status or 0), body) from exc
         except Exception as exc:  # urllib3's connection errors and timeouts
             raise WriteError(f"InfluxDB v2 API unreachable: {exc!r}", retryable=True) from exc
+
+    def retention_ms(self) -> int | None:
+        """How far back the bucket keeps points (None: for ever), from the buckets API; servers
+        that do not have it (VictoriaMetrics) answer an error, which the caller takes as unknown."""
+        bucket = self.client.buckets_api().find_bucket_by_name(self.bucket)
+        rules = [r for r in (bucket.retention_rules or []) if r.every_seconds] if bucket is not None else []
+        return int(rules[0].every_seconds) * 1000 if rules else None
 
     def close(self) -> None:
         self.api.close()

@@ -11,7 +11,9 @@ general path, which names exactly what is wrong.
 Time policy (DESIGN §4, docs/decisions.md): a reading more than `future_tolerance_s` ahead of
 the receiving clock is rejected (`future_timestamp`); one older than `allowed_lateness_s` is,
 under `late_policy: store`, stored in InfluxDB but not handed to the rules (too late to warn
-on; it still belongs in the record), or under `late_policy: reject` rejected (`too_old`).
+on; it still belongs in the record), or under `late_policy: reject` rejected (`too_old`). One
+older than the database's retention policy keeps is rejected (`beyond_retention`) under either
+policy: InfluxDB would leave it out of the write (ingest/refusal.py).
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ class MessageProcessor:
         self.late_policy = late_policy
         self.unknown_sensor = unknown_sensor
         self.units = UnitTable()
+        self._oldest_ms: int | None = None  # of the batch being processed: InfluxDB keeps nothing older
         # topic (str or the raw bytes paho hands over) -> sensor index, for per-sensor topics
         self._topic_cache: dict[str | bytes, int] = {}
         self._gateways: dict[str | bytes, Topic] = {}  # gateway batch topics, parsed once
@@ -151,9 +154,12 @@ class MessageProcessor:
 
     # --- the batch ----------------------------------------------------------------------------
 
-    def process(self, messages: Sequence[tuple[Any, ...]], now_ms: int | None = None) -> Outcome:
-        """`messages`: tuples whose first two items are the topic (str or bytes) and payload."""
+    def process(self, messages: Sequence[tuple[Any, ...]], now_ms: int | None = None,
+                keep_ms: int | None = None) -> Outcome:
+        """`messages`: tuples whose first two items are the topic (str or bytes) and payload;
+        `keep_ms`: how far back the database they go to keeps readings (None: for ever)."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        self._oldest_ms = now_ms - keep_ms if keep_ms else None
         rows = _Rows()
         rejections: list[Rejection] = []
         unregistered: list[Unregistered] = []
@@ -207,6 +213,8 @@ class MessageProcessor:
         future = ts > now_ms + self.future_tolerance_ms
         late = ts < now_ms - self.allowed_lateness_ms
         drop = bad_range | future
+        if self._oldest_ms is not None:
+            drop |= ts < self._oldest_ms
         if self.late_policy == "reject":
             drop |= late
         if drop.any():
@@ -233,6 +241,9 @@ class MessageProcessor:
         elif future:
             reason = Reason.FUTURE_TIMESTAMP
             detail = f"{s.id}: ts {t} is {(t - now_ms) / 1000:.0f} s in the future"
+        elif self._oldest_ms is not None and t < self._oldest_ms:
+            reason = Reason.BEYOND_RETENTION
+            detail = self._beyond_retention(s.id, t, now_ms)
         else:
             reason = Reason.TOO_OLD
             detail = (f"{s.id}: ts {t} is {(now_ms - t) / 3_600_000:.1f} h old, beyond the allowed "
@@ -242,6 +253,11 @@ class MessageProcessor:
         if item >= 0:
             detail = f"reading {item}: {detail}"
         return Rejection(reason, detail, text, payload, item if item >= 0 else None)
+
+    def _beyond_retention(self, sensor: str, ts: int, now_ms: int) -> str:
+        assert self._oldest_ms is not None
+        return (f"{sensor}: ts {ts} is {(now_ms - ts) / 3_600_000:.1f} h old, older than InfluxDB keeps "
+                f"readings ({(now_ms - self._oldest_ms) / 3_600_000:g} h, its retention policy)")
 
     # --- the general path -----------------------------------------------------------------------
 
@@ -325,6 +341,8 @@ class MessageProcessor:
                 raise Rejected(Reason.OUT_OF_RANGE, f"{t.sensor}: value {v} outside [{k.min}, {k.max}] {k.unit}")
             if r.ts_ms > now_ms + self.future_tolerance_ms:
                 raise Rejected(Reason.FUTURE_TIMESTAMP, f"{t.sensor}: ts {r.ts_ms} is in the future")
+            if self._oldest_ms is not None and r.ts_ms < self._oldest_ms:
+                raise Rejected(Reason.BEYOND_RETENTION, self._beyond_retention(t.sensor, r.ts_ms, now_ms))
             out.append(Unregistered(t.sensor, t.kind, t.region[-1], r.ts_ms, v))
 
     def _inside_region(self, prefix: str, sensor: str) -> int:

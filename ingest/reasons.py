@@ -30,6 +30,7 @@ class Reason(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"
     FUTURE_TIMESTAMP = "future_timestamp"
     TOO_OLD = "too_old"  # older than the allowed lateness, under the reject policy
+    BEYOND_RETENTION = "beyond_retention"  # older than InfluxDB's retention policy keeps
     UNKNOWN_UNIT = "unknown_unit"  # a unit we have no conversion for
     UNIT_MISMATCH = "unit_mismatch"  # a known unit of another quantity than the kind's
     SENML_BAD_RECORD = "senml_bad_record"  # a record is not an object, or a field has the wrong type

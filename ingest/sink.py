@@ -6,11 +6,18 @@ then acknowledge its messages. While the spool holds anything, new batches join 
 head, a bounded slice of time per call, as soon as InfluxDB answers again; failed attempts
 back off exponentially up to `max_backoff_s`. When the spool is full `store` waits, and with
 it the acknowledgements, until replay makes room: the broker keeps the messages meanwhile.
+
+A request InfluxDB refuses (ingest/refusal.py) is not an outage and is not spooled: one too
+large goes again in halves, and later requests stay under the size that worked; from a
+partial write, what InfluxDB left out goes to the quarantine (counted by cause), since the
+rest is stored. The database's retention is read at start and every few minutes, so the
+collector can reject readings older than InfluxDB keeps before they are written.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,6 +26,17 @@ from typing import Literal, Protocol
 
 from ews import metrics
 from ingest.influx_v1 import WriteError
+from ingest.loglimit import LogLimit
+from ingest.refusal import (
+    BEYOND_RETENTION,
+    REFUSED,
+    TOO_LARGE,
+    TYPE_CONFLICT,
+    UNPARSABLE,
+    Refusal,
+    lines_before,
+    lines_of_measurement,
+)
 from ingest.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -26,13 +44,15 @@ Stored = Literal["written", "spooled", "quarantined"]
 
 
 MIN_PART_BYTES = 128 * 1024  # smaller batches go in one request
+RETENTION_REFRESH_S = 300.0  # an operator may alter the retention policy at any time
+REQUEST_HEADROOM = 0.9  # requests aim this far under a learned size limit (parts end at line ends)
 
 
-def split_lines(lines: bytes, parts: int) -> list[bytes]:
+def split_lines(lines: bytes, parts: int, min_part_bytes: int = MIN_PART_BYTES) -> list[bytes]:
     """Line protocol cut into up to `parts` pieces of about equal size, at line ends."""
-    if parts <= 1 or len(lines) < 2 * MIN_PART_BYTES:
+    if parts <= 1 or len(lines) < 2 * min_part_bytes:
         return [lines]
-    parts = min(parts, len(lines) // MIN_PART_BYTES)
+    parts = min(parts, len(lines) // min_part_bytes)
     out, start = [], 0
     for k in range(1, parts):
         cut = lines.find(b"\n", max(start, len(lines) * k // parts)) + 1
@@ -44,16 +64,27 @@ def split_lines(lines: bytes, parts: int) -> list[bytes]:
     return [p for p in out if p]
 
 
+def halve(lines: bytes) -> list[bytes]:
+    """Line protocol in two at the line end nearest its middle; one line stays whole."""
+    mid = len(lines) // 2
+    cut = lines.find(b"\n", mid) + 1
+    if not 0 < cut < len(lines):
+        cut = lines.rfind(b"\n", 0, mid) + 1
+    return [lines[:cut], lines[cut:]] if 0 < cut < len(lines) else [lines]
+
+
 class LineWriter(Protocol):
     def write(self, lines: bytes) -> None: ...
     def create_database(self) -> None: ...
+    def retention_ms(self) -> int | None: ...
     def close(self) -> None: ...
 
 
 @dataclass(slots=True)
 class Writing:
-    """A batch being written in the background: its parts' futures and when it started."""
+    """A batch being written in the background: its parts, their futures and when it started."""
 
+    lines: list[bytes]
     parts: list[Future[None]]
     t0: float
 
@@ -82,20 +113,18 @@ class Sink:
         self.healthy = True
         self._backoff = min_backoff_s
         self._next_try = 0.0
+        self.retention_ms: int | None = None  # how far back InfluxDB keeps points, when known
+        self._retention_read = -math.inf
+        self.max_request_bytes: int | None = None  # learned from a 413
+        self._refusal_log = LogLimit(per_window=5, what="refusals")
 
     def store(self, lines: bytes, readings: int) -> Stored:
         while True:
             self.drain()
             if not len(self.spool) and self._may_try():
                 try:
-                    self._write(lines)
-                    return "written"
+                    return self._write(lines)
                 except WriteError as exc:
-                    if not exc.retryable:
-                        path = self.spool.quarantine_batch(lines, readings)
-                        log.error("InfluxDB refused a batch of %d readings as malformed (%s); kept in %s",
-                                  readings, exc, path)
-                        return "quarantined"
                     self._failed(exc)
             if self.spool.append(lines, readings):
                 return "spooled"
@@ -109,24 +138,33 @@ class Sink:
         spool holds batches, InfluxDB is failing, the database is not made yet)."""
         if len(self.spool) or not self.healthy or not self._database_ready:
             return None
-        parts = split_lines(lines, self.concurrency)
-        return Writing([self._pool().submit(self.writer.write, p) for p in parts],
-                       time.perf_counter())
+        if time.monotonic() - self._retention_read >= RETENTION_REFRESH_S:
+            self._retention_read = time.monotonic()
+            self._pool().submit(self.refresh_retention)  # off the write thread: a query may be slow
+        parts = self._parts(lines)
+        return Writing(parts, [self._pool().submit(self.writer.write, p) for p in parts], time.perf_counter())
 
     def finish(self, lines: bytes, readings: int, writing: Writing | None) -> Stored:
         """Wait for a batch `begin` started; if it failed (or was not started), `store` it."""
         if writing is not None:
+            refused: list[tuple[bytes, WriteError]] = []
+            quarantined = []
             try:
-                for f in writing.parts:
-                    f.result()
+                for part, f in zip(writing.lines, writing.parts, strict=True):
+                    try:
+                        f.result()
+                    except WriteError as exc:
+                        if exc.retryable:
+                            raise
+                        refused.append((part, exc))
+                quarantined = [self._refused(part, err) for part, err in refused]
             except WriteError as exc:
-                if exc.retryable:
-                    self._failed(exc)  # straight to the spool, no second attempt now
+                self._failed(exc)  # straight to the spool, no second attempt now
             except Exception as exc:  # a bug or an unexpected answer: the careful path decides
                 log.warning("background write failed (%r); storing the batch again", exc)
             else:
                 metrics.WRITE_SECONDS.observe(time.perf_counter() - writing.t0)
-                return "written"
+                return "quarantined" if any(quarantined) else "written"
         return self.store(lines, readings)
 
     def drain(self, budget_s: float = 0.5) -> None:
@@ -141,11 +179,6 @@ class Sink:
             try:
                 self._write(lines)
             except WriteError as exc:
-                if not exc.retryable:
-                    log.error("InfluxDB refused spooled batch %s as malformed (%s); moved to quarantine",
-                              path.name, exc)
-                    self.spool.pop(path, quarantine=True)
-                    continue
                 self._failed(exc)
                 return
             self.spool.pop(path)
@@ -159,6 +192,21 @@ class Sink:
             self._ensure_database()
         except WriteError as exc:
             log.warning("%s; trying again with the first batch", exc)
+        self.refresh_retention()
+
+    def refresh_retention(self) -> None:
+        """Read how far back InfluxDB keeps points; kept as it was when the server cannot be
+        asked now, unknown (None) when it does not say."""
+        self._retention_read = time.monotonic()
+        try:
+            keep = self.writer.retention_ms()
+        except Exception as exc:
+            log.debug("could not read the retention of %s: %r", self.spool.target, exc)
+            return
+        if keep != self.retention_ms:
+            log.info("InfluxDB keeps the %s readings %s", self.spool.target,
+                     "for ever" if keep is None else f"for {keep / 3_600_000:g} h")
+        self.retention_ms = keep
 
     def _ensure_database(self) -> None:
         if not self._database_ready:
@@ -168,26 +216,94 @@ class Sink:
                 raise WriteError(f"could not create the database: {exc!r}", retryable=True) from exc
             self._database_ready = True
 
-    def _write(self, lines: bytes) -> None:
+    def _parts(self, lines: bytes) -> list[bytes]:
+        """The requests a batch goes out as: `concurrency` of them, more if InfluxDB (or a proxy
+        in front of it) refused a request that large."""
+        limit = self.max_request_bytes
+        if limit is None or len(lines) <= limit * REQUEST_HEADROOM:
+            return split_lines(lines, self.concurrency)
+        wanted = math.ceil(len(lines) / (limit * REQUEST_HEADROOM))
+        return split_lines(lines, max(self.concurrency, wanted), min_part_bytes=1)
+
+    def _write(self, lines: bytes) -> Stored:
+        """Write a batch; raises WriteError only for what may heal (an outage), having dealt with
+        any refusal (`_refused`: then some of it is in the quarantine)."""
         self._ensure_database()
         t0 = time.perf_counter()
-        parts = split_lines(lines, self.concurrency)
-        if len(parts) == 1:
-            self.writer.write(lines)
-        else:
-            # InfluxDB ingests concurrent requests on several cores; the batch is durable
-            # once every part is, and a part written twice (after a failed sibling) is harmless
-            others = [self._pool().submit(self.writer.write, p) for p in parts[1:]]
+        parts = self._parts(lines)
+        # InfluxDB ingests concurrent requests on several cores; the batch is durable once
+        # every part is, and a part written twice (after a failed sibling) is harmless
+        others = [self._pool().submit(self.writer.write, p) for p in parts[1:]]
+        refused: list[tuple[bytes, WriteError]] = []
+        failed: WriteError | None = None
+        for part, f in zip(parts, [None, *others], strict=True):
             try:
-                self.writer.write(parts[0])
-            finally:
-                for f in others:
-                    f.result()
+                self.writer.write(part) if f is None else f.result()
+            except WriteError as exc:
+                if exc.retryable:
+                    failed = failed or exc
+                else:
+                    refused.append((part, exc))
+        if failed is not None:
+            raise failed
+        # here, not in the writers' threads: the quarantine is not shared
+        quarantined = [self._refused(part, err) for part, err in refused]
         metrics.WRITE_SECONDS.observe(time.perf_counter() - t0)
         if not self.healthy:
             log.warning("InfluxDB answers again; resuming direct writes once the spool is replayed")
         self.healthy = True
         self._backoff = self.min_backoff_s
+        return "quarantined" if any(quarantined) else "written"
+
+    def _refused(self, part: bytes, exc: WriteError) -> bool:
+        """A request InfluxDB refused: smaller requests for one too large; for a partial write,
+        what it left out (or, when that cannot be told apart, the whole request) to the
+        quarantine. True if anything went there; raises WriteError if writing the halves meets
+        an outage."""
+        r = exc.refusal or Refusal(REFUSED, str(exc))
+        target = self.spool.target
+        if r.cause == TOO_LARGE:
+            halves = halve(part)
+            if len(halves) > 1:
+                self._lower_request_limit(len(part), r)
+                quarantined = False
+                for half in halves:
+                    try:
+                        self.writer.write(half)
+                    except WriteError as e:
+                        if e.retryable:
+                            raise
+                        quarantined |= self._refused(half, e)
+                return quarantined
+        kept = part
+        if r.cause == BEYOND_RETENTION:
+            self.refresh_retention()
+            if self.retention_ms is not None:
+                kept = lines_before(part, int(time.time() * 1000) - self.retention_ms) or part
+        elif r.cause == TYPE_CONFLICT and r.measurement:
+            kept = lines_of_measurement(part, r.measurement) or part
+        total, lines = part.count(b"\n"), kept.count(b"\n")
+        # InfluxDB counts unparsable lines as dropped=0: then the count is the lines kept aside
+        metrics.INFLUX_REFUSED.labels(target, r.cause).inc(r.dropped or lines)
+        path = self.spool.quarantine_batch(kept, lines)
+        if self._refusal_log.allow(r.cause):
+            what = (f"refused all {total} lines" if not r.partial
+                    else f"could not parse some of {total} lines, storing the rest" if r.cause == UNPARSABLE
+                    else f"left out {r.dropped} of {total} lines, storing the rest")
+            log.error("InfluxDB (%s) %s: %s; %d lines kept in %s", target, what, r.detail[:300], lines, path)
+        return True
+
+    def _lower_request_limit(self, refused_bytes: int, r: Refusal) -> None:
+        limit = refused_bytes // 2
+        if self.max_request_bytes is not None and self.max_request_bytes <= limit:
+            return
+        self.max_request_bytes = limit
+        metrics.INFLUX_REQUEST_LIMIT.labels(self.spool.target).set(limit)
+        log.warning(
+            "InfluxDB (%s) refused a write of %d bytes as too large (%s): writing at most %d bytes a "
+            "request from now on. Raise the limit (InfluxDB's [http] max-body-size; nginx's "
+            "client_max_body_size in a proxy) to write in fewer requests",
+            self.spool.target, refused_bytes, r.detail[:100], limit)
 
     def _pool(self) -> ThreadPoolExecutor:
         """Background writers: enough for two batches of `concurrency` parts each, so a batch

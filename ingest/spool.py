@@ -9,8 +9,8 @@ same timestamps). The spool is bounded by `max_bytes`: past `warn_fraction` it s
 (log and metric), and when a batch does not fit, `append` refuses it, the caller stops
 acknowledging and the broker keeps the messages: nothing is dropped.
 
-Batches InfluxDB refused as malformed (HTTP 400) are moved to `quarantine/` for an operator,
-outside the bound, and counted.
+Lines InfluxDB would not store (ingest/refusal.py: a type conflict, a line it cannot parse) go
+to `quarantine/` for an operator, outside the bound, and are counted.
 """
 
 from __future__ import annotations
