@@ -191,7 +191,7 @@ def test_a_single_line_over_the_limit_is_quarantined(tmp_path: Path) -> None:
     sink = Sink(Limited(), spool, threading.Event())
     long = f"rain,sensor=RG-LONG,note={'x' * 400} value=1 1764300000000\n".encode()
     small = rain([1_764_300_000_000 + k for k in range(6)]).splitlines(keepends=True)
-    assert sink.store(b"".join(small[:2] + [long] + small[2:]), 7) == "quarantined"
+    assert sink.store(b"".join([*small[:2], long, *small[2:]]), 7) == "quarantined"
     assert quarantined(spool) == [long]
     assert b"".join(got) == b"".join(small)
     assert refused_count(TOO_LARGE, "t-line") == 1
