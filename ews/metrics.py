@@ -50,6 +50,10 @@ REPLAYED = Counter("ews_spool_replayed_readings_total", "Spooled readings replay
 QUARANTINED = Counter(
     "ews_spool_quarantined_readings_total", "Readings InfluxDB would not store, kept on disk", ["target"]
 )
+QUARANTINE_DROPPED = Counter(
+    "ews_spool_quarantine_dropped_readings_total", "Readings InfluxDB would not store, not kept: quarantine full",
+    ["target"],
+)
 INFLUX_REFUSED = Counter(
     "ews_influx_refused_points_total",
     "Points InfluxDB would not store, by cause (beyond_retention, type_conflict, unparsable, too_large, refused)",

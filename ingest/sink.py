@@ -290,7 +290,9 @@ class Sink:
             what = (f"refused all {total} lines" if not r.partial
                     else f"could not parse some of {total} lines, storing the rest" if r.cause == UNPARSABLE
                     else f"left out {r.dropped} of {total} lines, storing the rest")
-            log.error("InfluxDB (%s) %s: %s; %d lines kept in %s", target, what, r.detail[:300], lines, path)
+            kept_in = (f"{lines} lines kept in {path}" if path else
+                       f"{lines} lines NOT kept: the quarantine {self.spool.quarantine} is full")
+            log.error("InfluxDB (%s) %s: %s; %s", target, what, r.detail[:300], kept_in)
         return True
 
     def _lower_request_limit(self, refused_bytes: int, r: Refusal) -> None:

@@ -10,7 +10,10 @@ same timestamps). The spool is bounded by `max_bytes`: past `warn_fraction` it s
 acknowledging and the broker keeps the messages: nothing is dropped.
 
 Lines InfluxDB would not store (ingest/refusal.py: a type conflict, a line it cannot parse) go
-to `quarantine/` for an operator, outside the bound, and are counted.
+to `quarantine/` for an operator, counted. The quarantine has a bound of its own, as large as
+the spool's: a refusal that lasts (a type conflict holds until its shard rolls over, a week by
+default) must not fill the disk the spool and the warning store live on. Past it, refused
+lines are counted and logged but not kept.
 """
 
 from __future__ import annotations
@@ -67,7 +70,10 @@ class Spool:
             self.bytes += size
             self.readings += int(n or 0)
             seq = max(seq, int(stem_seq))
+        for path in self.quarantine.glob("*.lp"):
+            seq = max(seq, int(path.stem.partition("-")[0] or 0))
         self._seq = seq
+        self.quarantine_bytes = self._quarantine_size()
         metrics.SPOOL_LIMIT_BYTES.labels(target).set(max_bytes)
         self._update()
         if self._files:
@@ -108,25 +114,30 @@ class Spool:
         path, _, n = self._files[0]
         return path, path.read_bytes(), n
 
-    def pop(self, path: Path, quarantine: bool = False) -> None:
-        """Drop the oldest batch once InfluxDB has it (or move it aside as malformed)."""
+    def pop(self, path: Path) -> None:
+        """Drop the oldest batch once InfluxDB has it."""
         head, size, n = self._files.popleft()
         assert head == path, "the spool replays in order"
-        if quarantine:
-            os.replace(path, self.quarantine / path.name)
-            _fsync_dir(self.quarantine)
-            metrics.QUARANTINED.labels(self.target).inc(n)
-        else:
-            path.unlink()
-            metrics.REPLAYED.labels(self.target).inc(n)
+        path.unlink()
+        metrics.REPLAYED.labels(self.target).inc(n)
         self.bytes -= size
         self.readings -= n
         self._update()
 
-    def quarantine_batch(self, lines: bytes, readings: int) -> Path:
+    def quarantine_batch(self, lines: bytes, readings: int) -> Path | None:
+        """Keep lines InfluxDB would not store; None when the quarantine is full."""
+        if self.quarantine_bytes + len(lines) > self.max_bytes:
+            self.quarantine_bytes = self._quarantine_size()  # an operator may have cleared some
+            if self.quarantine_bytes + len(lines) > self.max_bytes:
+                metrics.QUARANTINE_DROPPED.labels(self.target).inc(readings)
+                return None
         self._seq += 1
         metrics.QUARANTINED.labels(self.target).inc(readings)
+        self.quarantine_bytes += len(lines)
         return _write_durably(self.quarantine, f"{self._seq:012d}-{readings}.lp", lines)
+
+    def _quarantine_size(self) -> int:
+        return sum(p.stat().st_size for p in self.quarantine.glob("*.lp"))
 
     def _update(self) -> None:
         metrics.SPOOL_BYTES.labels(self.target).set(self.bytes)

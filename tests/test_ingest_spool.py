@@ -118,6 +118,22 @@ def test_malformed_batches_are_quarantined(tmp_path: Path) -> None:
     assert [p.read_bytes() for p in (tmp_path / "quarantine").glob("*.lp")] == [batch(1)]
 
 
+def test_the_quarantine_is_bounded_and_survives_restarts(tmp_path: Path) -> None:
+    """A refusal that lasts must not fill the disk; a restart must not overwrite what is kept."""
+    s = Spool(tmp_path, max_bytes=3 * len(batch(1)), target="t-quarantine")
+    assert s.quarantine_batch(batch(1), 1) is not None
+    again = Spool(tmp_path, max_bytes=3 * len(batch(1)), target="t-quarantine")  # as after a restart
+    assert again.quarantine_batch(batch(2), 1) is not None and again.quarantine_batch(batch(3), 1) is not None
+    kept = sorted((tmp_path / "quarantine").glob("*.lp"))
+    assert [p.read_bytes() for p in kept] == [batch(1), batch(2), batch(3)]  # none overwritten
+    dropped = REGISTRY.get_sample_value("ews_spool_quarantine_dropped_readings_total", {"target": "t-quarantine"})
+    assert again.quarantine_batch(batch(4), 1) is None  # full: counted, not kept
+    after = REGISTRY.get_sample_value("ews_spool_quarantine_dropped_readings_total", {"target": "t-quarantine"})
+    assert after == (dropped or 0) + 1
+    kept[0].unlink()  # an operator dealt with one
+    assert again.quarantine_batch(batch(5), 1) is not None
+
+
 @pytest.fixture
 def slow_server() -> Iterator[tuple[str, dict[str, float]]]:
     """An InfluxDB stand-in whose /write takes `delay` seconds, then answers 204."""
