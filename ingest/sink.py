@@ -251,6 +251,7 @@ class Sink:
         metrics.WRITE_SECONDS.observe(time.perf_counter() - t0)
         if not self.healthy:
             log.warning("InfluxDB answers again; resuming direct writes once the spool is replayed")
+            self.spool.refresh()
         self.healthy = True
         self._backoff = self.min_backoff_s
         return "quarantined" if any(quarantined) else "written"

@@ -87,7 +87,8 @@ class Spool:
         return self.bytes + size <= self.max_bytes
 
     def append(self, lines: bytes, readings: int) -> bool:
-        """Keep a batch durably; False when it would pass the bound (nothing written)."""
+        """Keep a batch durably; False when it would pass the bound or the disk will not take
+        it (nothing kept)."""
         if not self.fits(len(lines)):
             if self._state != 2:
                 log.error(
@@ -99,7 +100,20 @@ class Spool:
             metrics.SPOOL_FILLING.labels(self.target).set(2)
             return False
         self._seq += 1
-        path = _write_durably(self.folder, f"{self._seq:012d}-{readings}.lp", lines)
+        name = f"{self._seq:012d}-{readings}.lp"
+        try:
+            path = _write_durably(self.folder, name, lines)
+        except OSError as exc:
+            # the disk is full (or failing) before the bound is: the same as a full spool, the
+            # acknowledgements wait and the broker keeps the messages, instead of a batch lost
+            # between an InfluxDB that is down and a disk that cannot take it
+            (self.folder / f".{name}.tmp").unlink(missing_ok=True)
+            if self._state != 2:
+                log.error("spool %s cannot be written (%s): no longer acknowledging messages; the broker "
+                          "keeps them until InfluxDB answers or the disk has room", self.folder, exc)
+            self._state = 2
+            metrics.SPOOL_FILLING.labels(self.target).set(2)
+            return False
         self._files.append((path, len(lines), readings))
         self.bytes += len(lines)
         self.readings += readings
@@ -138,6 +152,10 @@ class Spool:
 
     def _quarantine_size(self) -> int:
         return sum(p.stat().st_size for p in self.quarantine.glob("*.lp"))
+
+    def refresh(self) -> None:
+        """Say again how full it is: a disk that refused a batch may have room now."""
+        self._update()
 
     def _update(self) -> None:
         metrics.SPOOL_BYTES.labels(self.target).set(self.bytes)

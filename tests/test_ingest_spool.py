@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from collections.abc import Iterator
@@ -116,6 +117,38 @@ def test_malformed_batches_are_quarantined(tmp_path: Path) -> None:
     sink = Sink(db, Spool(tmp_path, 1 << 20), threading.Event())
     assert sink.store(batch(1), 1) == "quarantined"
     assert [p.read_bytes() for p in (tmp_path / "quarantine").glob("*.lp")] == [batch(1)]
+
+
+def test_a_full_disk_holds_the_batch_like_a_full_spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """InfluxDB down and the disk full: `store` waits (the acknowledgements with it, so the
+    broker keeps the messages) instead of failing the batch, and writes it once InfluxDB is back."""
+    import ingest.spool
+
+    real = ingest.spool._write_durably
+
+    def no_space(folder: Path, name: str, data: bytes) -> Path:
+        (folder / f".{name}.tmp").write_bytes(data[:10])  # what a write cut short leaves behind
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ingest.spool, "_write_durably", no_space)
+    db = FakeInflux()
+    db.down = True
+    sink = Sink(db, Spool(tmp_path, 1 << 20, target="t-disk"), threading.Event(), min_backoff_s=0.01,
+                max_backoff_s=0.02)
+    filling: list[float | None] = []
+
+    def back() -> None:
+        filling.append(REGISTRY.get_sample_value("ews_spool_filling", {"target": "t-disk"}))
+        db.down = False
+
+    threading.Timer(0.5, back).start()
+    t0 = time.monotonic()
+    assert sink.store(batch(1), 1) == "written"
+    assert time.monotonic() - t0 >= 0.4  # it waited for InfluxDB; nothing was lost meanwhile
+    assert db.got == [batch(1)] and not list(tmp_path.glob(".*.tmp"))
+    assert filling == [2]  # said loudly while it waited, and cleared once the batch was written
+    assert REGISTRY.get_sample_value("ews_spool_filling", {"target": "t-disk"}) == 0
+    monkeypatch.setattr(ingest.spool, "_write_durably", real)
 
 
 def test_the_quarantine_is_bounded_and_survives_restarts(tmp_path: Path) -> None:
