@@ -140,7 +140,8 @@ class Sink:
             return None
         if time.monotonic() - self._retention_read >= RETENTION_REFRESH_S:
             self._retention_read = time.monotonic()
-            self._pool().submit(self.refresh_retention)  # off the write thread: a query may be slow
+            # off the write thread and the writers' pool: a query may be slow
+            threading.Thread(target=self.refresh_retention, name="influx-retention", daemon=True).start()
         parts = self._parts(lines)
         return Writing(parts, [self._pool().submit(self.writer.write, p) for p in parts], time.perf_counter())
 

@@ -127,6 +127,26 @@ def test_a_partial_write_stores_the_rest_and_keeps_only_what_was_left_out(
     db.close()
 
 
+def test_an_altered_retention_policy_is_read_again(
+    servers: LocalServers, influx_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    db = make_db(servers.influx_url, influx_db)
+    sink = Sink(InfluxV1(servers.influx_url, influx_db), Spool(tmp_path, 1 << 20), threading.Event())
+    sink.prepare()
+    assert sink.retention_ms == H
+    db.query(f'ALTER RETENTION POLICY "short" ON "{influx_db}" DURATION 30d', method="POST")
+    now = int(time.time() * 1000)
+    writing = sink.begin(rain([now]))
+    assert sink.finish(rain([now]), 1, writing) == "written"
+    assert sink.retention_ms == H  # read every few minutes, not at every batch
+    monkeypatch.setattr("ingest.sink.RETENTION_REFRESH_S", 0.0)
+    writing = sink.begin(rain([now - 1000]))
+    assert sink.finish(rain([now - 1000]), 1, writing) == "written"
+    assert wait_for(lambda: sink.retention_ms == 30 * 24 * H)
+    sink.close()
+    db.close()
+
+
 @pytest.fixture(scope="module")
 def small_influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
     """InfluxDB taking requests of at most 64 KB, like a proxy left at a small body limit."""
