@@ -25,7 +25,7 @@ _CODE_RE = re.compile(r"^\d{6}(\d{3}(\d{3})?)?$")
 
 
 def tier_of(code: str) -> Tier | None:
-    if not _CODE_RE.match(code):
+    if not _CODE_RE.fullmatch(code):
         return None
     return {6: "district", 9: "street", 12: "community"}[len(code)]  # type: ignore[return-value]
 

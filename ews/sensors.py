@@ -74,7 +74,7 @@ class Sensor(BaseModel):
 
     @model_validator(mode="after")
     def _shape(self) -> Sensor:
-        if not _ID_RE.match(self.id):
+        if not _ID_RE.fullmatch(self.id):
             raise ValueError(
                 "sensor id must be 1-64 characters of letters, digits, '_', '.', '-' "
                 "(it is a topic segment and an InfluxDB tag)"

@@ -48,7 +48,7 @@ def parse_topic(topic: str) -> Topic:
         raise Rejected(Reason.BAD_TOPIC, "topic has an empty segment")
     if len(parts) >= 4 and parts[-2] == "batch" and len(parts) <= 6:
         gw = parts[-1]
-        if not _SEGMENT_RE.match(gw):
+        if not _SEGMENT_RE.fullmatch(gw):
             raise Rejected(Reason.BAD_TOPIC, f"gateway id {gw!r} is not a valid id")
         return Topic("batch", _region(parts[1:-2]), gateway=gw)
     if len(parts) == 7 and parts[6] == "status":
@@ -65,6 +65,6 @@ def parse_topic(topic: str) -> Topic:
         )
     region = _region(parts[1:4])
     kind, sensor = parts[4], parts[5]
-    if not _SEGMENT_RE.match(sensor):
+    if not _SEGMENT_RE.fullmatch(sensor):
         raise Rejected(Reason.BAD_TOPIC, f"sensor id {sensor!r} is not a valid id")
     return Topic(shape, region, kind=kind, sensor=sensor)

@@ -65,7 +65,7 @@ def _names(bad: _Report, where: str, raw: dict[str, object], taken: set[str]) ->
     out: dict[str, int] = {}
     for name, d in raw.items():
         loc: PathKey = ("measure", where, name)
-        if not _NAME_RE.match(name) or name == VALUE:
+        if not _NAME_RE.fullmatch(name) or name == VALUE:
             bad(loc, f"measure name {name!r} must be an identifier other than 'value', e.g. rain_3h")
             continue
         if name in taken:
@@ -103,7 +103,7 @@ def compile_rule(
     forecasts: dict[str, Forecast] = {}
     for name, fc in rule.measure.forecasts.items():
         loc: PathKey = ("measure", "forecasts", name)
-        if not _NAME_RE.match(name) or name == VALUE or name in taken:
+        if not _NAME_RE.fullmatch(name) or name == VALUE or name in taken:
             bad(loc, f"forecast name {name!r} must be a new identifier, e.g. rain_3h_next_1h")
             continue
         horizon = bad.duration((*loc, "horizon"), fc.horizon, -1)

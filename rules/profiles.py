@@ -18,7 +18,7 @@ _MD = re.compile(r"^(\d{2})-(\d{2})$")
 
 
 def month_day(text: str) -> tuple[int, int]:
-    m = _MD.match(text)
+    m = _MD.fullmatch(text)
     if not m:
         raise ValueError(f"{text!r} is not a month-day like 04-15")
     month, day = int(m.group(1)), int(m.group(2))

@@ -225,3 +225,27 @@ def test_topic_cache_is_keyed_as_paho_delivers(proc: MessageProcessor) -> None:
     assert proc._topic_cache.get(topic) == proc.sensors.index["RG-A1"]
     out = proc.process([(topic, b'{"ts": 1764300060000, "value": 2.0}')], now_ms=NOW)
     assert out.value.tolist() == [2.0]
+
+
+@pytest.mark.parametrize("ident", ["RG-A1\n", "GW-A\n"])
+def test_identifiers_ending_in_a_newline_are_refused(ident: str) -> None:
+    """`$` in a regular expression also matches before a final newline; an id that kept one
+    would split its line of line protocol in two (an unregistered sensor's, under the `store`
+    policy). Mosquitto disconnects a publisher that sends such a topic; a broker need not."""
+    from pydantic import ValidationError
+
+    from ews.api.deps import region_code
+    from ews.regions import tier_of
+    from ews.sensors import Sensor
+    from ingest.topics import parse_topic
+
+    with pytest.raises(Rejected) as info:
+        parse_topic(f"ews/440106/{STREET_A}/{COMM_A1}/rain/{ident}")
+    assert info.value.reason == Reason.BAD_TOPIC
+    with pytest.raises(Rejected):
+        parse_topic(f"ews/440106/{STREET_A}/batch/{ident}")
+    with pytest.raises(ValidationError, match="sensor id must be"):
+        Sensor(id=ident, kind="rain", community=COMM_A1, lat=23.1, lon=113.3)
+    assert tier_of("440106\n") is None and tier_of("440106") == "district"
+    with pytest.raises(Exception, match="not a 6, 9 or 12 digit region code"):
+        region_code("440106\n")

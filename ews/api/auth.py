@@ -72,7 +72,7 @@ class TokenIn(BaseModel):
     @field_validator("region")
     @classmethod
     def _region(cls, v: str) -> str:
-        if v != ALL_REGIONS and not _CODE_RE.match(v):
+        if v != ALL_REGIONS and not _CODE_RE.fullmatch(v):
             raise ValueError("region is a 6, 9 or 12 digit code, or '*' for every region")
         return v
 
@@ -80,7 +80,7 @@ class TokenIn(BaseModel):
     @classmethod
     def _hash(cls, v: str) -> str:
         v = v.strip().lower()
-        if not _HEX_RE.match(v):
+        if not _HEX_RE.fullmatch(v):
             raise ValueError("sha256 is 64 hex digits (the hash of the token, never the token)")
         return v
 

@@ -56,7 +56,7 @@ Caller = Annotated[Principal, Depends(principal)]
 def region_code(value: str | None, field: str = "region") -> str | None:
     if value is None:
         return None
-    if not _CODE_RE.match(value):
+    if not _CODE_RE.fullmatch(value):
         raise ApiError(422, "invalid_request", f"{field}: {value!r} is not a 6, 9 or 12 digit region code",
                        problems=[{"field": field, "reason": "not a 6, 9 or 12 digit region code"}])
     return value

@@ -46,7 +46,7 @@ def seed_from_influx(st: AppState, retry_s: float = 60.0) -> None:
             return
         try:
             for kind in st.ctx.sensors.kinds:
-                if not _MEASUREMENT_RE.match(kind):
+                if not _MEASUREMENT_RE.fullmatch(kind):
                     continue
                 for series in influx.query(
                         f'SELECT last("value") FROM "{kind}" WHERE time > now() - 30d GROUP BY "sensor"'):
@@ -159,7 +159,7 @@ def readings(
     """Stored readings of the sensor, the measures its rules compare (rolling sums for
     accumulation rules) and its thresholds, for a chart."""
     s = _sensor(st, p, sensor_id)
-    if st.ctx.influx is None or not _MEASUREMENT_RE.match(s.kind):
+    if st.ctx.influx is None or not _MEASUREMENT_RE.fullmatch(s.kind):
         raise ApiError(503, "influxdb_unavailable", "no InfluxDB is configured for reading history")
     last = st.ctx.latest.get(st.ctx.sensors.index[s.id])
     end = parse_time(until, "until")
