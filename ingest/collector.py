@@ -54,7 +54,7 @@ from ingest.lineproto import LineBuilder, unregistered_lines
 from ingest.loglimit import LogLimit
 from ingest.mqttclient import Client, ack_many, connect_async, honour_receive_maximum, make_client
 from ingest.process import MessageProcessor, Outcome, Unregistered
-from ingest.reasons import Rejection
+from ingest.reasons import Reason, Rejection
 from ingest.reorder import ReorderBuffer
 from ingest.sink import LineWriter, Sink, Stopped, Writing
 from ingest.spool import Spool
@@ -396,11 +396,36 @@ class Collector:
         return _Work(lanes, [m[2] for m in batch], [m[3] for m in batch], now_ms)
 
     def _lane(self, msgs: list[Any], drill: bool, now_ms: int) -> _Lane:
-        o = self.processor.process(msgs, now_ms, self.sinks[drill].retention_ms)
+        keep = self.sinks[drill].retention_ms
+        try:
+            o = self.processor.process(msgs, now_ms, keep)
+        except Exception:
+            o = self._isolate(msgs, now_ms, keep)
         lines = self.builder.build(o.sensor, o.ts_ms, o.value, o.battery, o.rssi)
         if o.unregistered:
             lines += unregistered_lines([(u.sensor, u.kind, u.community, u.ts_ms, u.value) for u in o.unregistered])
         return _Lane(drill, lines, len(o) + len(o.unregistered), o)
+
+    def _isolate(self, msgs: list[Any], now_ms: int, keep: int | None) -> Outcome:
+        """A batch whose handling raised (a bug): each message is tried alone, the ones that
+        raise are rejected as `processing_failed` and acknowledged, and the rest of the batch
+        goes on, instead of every message of it staying unacknowledged and unevaluated (and
+        failing again, all together, when the broker redelivers them)."""
+        failed: dict[int, Exception] = {}
+        for i, m in enumerate(msgs):
+            try:
+                self.processor.process([m], now_ms, keep)
+            except Exception as exc:
+                failed[i] = exc
+        metrics.PIPELINE_ERRORS.labels("ingest").inc()
+        log.error("handling a batch of %d messages failed; %d of them fail alone and are rejected as %s, "
+                  "the rest go on", len(msgs), len(failed), Reason.PROCESSING_FAILED,
+                  exc_info=next(iter(failed.values()), None))
+        o = self.processor.process([m for i, m in enumerate(msgs) if i not in failed], now_ms, keep)
+        for i, err in failed.items():
+            topic = msgs[i][0] if isinstance(msgs[i][0], str) else msgs[i][0].decode("utf-8", errors="replace")
+            o.rejections.append(Rejection(Reason.PROCESSING_FAILED, f"handling it raised {err!r}", topic, msgs[i][1]))
+        return o
 
     # --- write thread ---------------------------------------------------------------------------
 

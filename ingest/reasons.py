@@ -39,6 +39,7 @@ class Reason(StrEnum):
     SENML_NO_VALUE = "senml_no_value"  # a record without v or vb
     SENML_UNSUPPORTED = "senml_unsupported"  # vs/vd/s values, or a bver above 10
     SENML_NO_READING = "senml_no_reading"  # a battery/rssi record with no reading at the same time
+    PROCESSING_FAILED = "processing_failed"  # handling it raised: a bug, isolated to this message
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
+import pytest
 from prometheus_client import REGISTRY
 
 from ews.config import (
@@ -158,6 +159,60 @@ def test_bad_input_suite_over_mqtt(
         assert sum(len(b) for b in received) == len(good) + len(GOOD_IN_BATCH)
         assert all(t.is_alive() for t in col._threads)
         assert col.pending == 0
+    finally:
+        pub.loop_stop()
+        watcher.loop_stop()
+        col.stop()
+
+
+def test_a_message_that_trips_a_bug_is_rejected_alone(
+    servers: LocalServers, influx_db: str, mini_sensors: SensorRegistry, mini_regions: RegionRegistry,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Handling one message raises (a bug, injected here): it is dead-lettered as
+    processing_failed and acknowledged; the messages batched with it are stored and evaluated,
+    not held unacknowledged with it."""
+    import ingest.process
+
+    real = ingest.process.simple_reading
+
+    def buggy(doc: Any, unit: str) -> tuple[int, float] | None:
+        if doc.get("value") == 13.13:
+            raise ZeroDivisionError("a bug")
+        return real(doc, unit)
+
+    monkeypatch.setattr(ingest.process, "simple_reading", buggy)
+    received: list[ReadingBatch] = []
+    col = Collector(
+        MqttConfig(port=servers.mqtt.port, client_id="test-ingest-poison", drill_root=None),
+        InfluxConfig(url=servers.influx_url, database=influx_db, flush_interval_s=0.3),
+        MessageProcessor(mini_sensors, mini_regions), on_readings=received.append, ingest_cfg=IngestConfig(),
+        spool_dir=tmp_path / "spool",
+    )
+    dead: list[dict[str, Any]] = []
+    watcher = publisher(servers.mqtt.port, "test-ingest-poison-dl")
+    watcher.on_message = lambda _c, _u, m: dead.append(orjson.loads(m.payload))
+    watcher.subscribe("ews-out/rejected/#", qos=1)
+    errors = REGISTRY.get_sample_value("ews_pipeline_errors_total", {"stage": "ingest"}) or 0
+    col.start()
+    pub = publisher(servers.mqtt.port, "test-ingest-poison-pub")
+    good = [(NOW - 600_000 + i * 10_000, float(i)) for i in range(30)]
+    try:
+        for k, (ts, v) in enumerate(good):
+            if k == 15:
+                pub.publish(RG, j({"ts": NOW - 1000, "value": 13.13}), qos=1)
+            pub.publish(RG, j({"ts": ts, "value": v}), qos=1)
+        assert wait_for(lambda: col.stats["messages"] >= 31 and len(dead) >= 1)
+        assert [d["reason"] for d in dead] == ["processing_failed"] and "a bug" in dead[0]["detail"]
+        db = InfluxV1(servers.influx_url, influx_db)
+        stored = db.query('SELECT "value" FROM "rain"')[0]["values"]
+        db.close()
+        assert [(row[0], row[1]) for row in stored] == good
+        assert sum(len(b) for b in received) == len(good)
+        assert (REGISTRY.get_sample_value("ews_pipeline_errors_total", {"stage": "ingest"}) or 0) > errors
+        time.sleep(0.5)
+        assert col.stats["messages"] == 31 and len(dead) == 1  # acknowledged: nothing came again
+        assert all(t.is_alive() for t in col._threads) and col.pending == 0
     finally:
         pub.loop_stop()
         watcher.loop_stop()
