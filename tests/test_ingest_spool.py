@@ -36,6 +36,9 @@ class FakeInflux:
     def create_database(self) -> None:
         return None
 
+    def retention_ms(self) -> int | None:
+        return None
+
     def close(self) -> None:
         return None
 
