@@ -84,6 +84,7 @@ class InfluxConfig(_Strict):
     write_concurrency: int = Field(2, ge=1, le=8)
     create_database: bool = True
     drill_database: str | None = None  # drill readings are kept apart; None: "{database}_drill"
+    ca_file: Path | None = None  # https: a private CA to trust instead of the system's
 
 
 class IngestConfig(_Strict):
@@ -317,6 +318,7 @@ class Config(_Strict):
         c.rules = r(c.rules)
         c.state_dir = r(c.state_dir)  # type: ignore[assignment]
         c.ingest.spool_dir = r(c.ingest.spool_dir)
+        c.influxdb.ca_file = r(c.influxdb.ca_file)
         if c.mqtt.tls is not None:
             c.mqtt.tls.ca_file = r(c.mqtt.tls.ca_file)  # type: ignore[assignment]
             c.mqtt.tls.cert_file = r(c.mqtt.tls.cert_file)

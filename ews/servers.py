@@ -105,12 +105,14 @@ class ManagedServer:
 class HttpServer(ManagedServer):
     """A server that says it is ready on an HTTP path of its own."""
 
+    scheme: str = "http"  # https: TLS with a certificate of the loopback CA (dev_certificates_dir)
+
     ready_path = "/"
     ready_status = 200
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def auth(self) -> tuple[str, str] | None:
@@ -121,7 +123,8 @@ class HttpServer(ManagedServer):
             if self.proc is not None and self.proc.poll() is not None:
                 return False
             try:
-                r = httpx.get(f"{self.url}{self.ready_path}", auth=self.auth, timeout=0.5)
+                # readiness only: whether the certificate is trusted is what the clients test
+                r = httpx.get(f"{self.url}{self.ready_path}", auth=self.auth, timeout=0.5, verify=False)
                 if r.status_code == self.ready_status:
                     return True
             except httpx.HTTPError:
@@ -212,9 +215,12 @@ def _set_options(conf_file: Path, settings: Mapping[str, object], sep: str = " "
     conf_file.write_text("\n".join(lines) + "\n")
 
 
-def influxdb(state_dir: Path, port: int | None = None, settings: Mapping[str, str] | None = None) -> InfluxServer:
+def influxdb(
+    state_dir: Path, port: int | None = None, settings: Mapping[str, str] | None = None, tls_dir: Path | None = None,
+) -> InfluxServer:
     """InfluxDB 1.x on deploy/influxdb/influxdb.conf; `settings` replace that file's own values
-    (`key = value` lines, the value as TOML: '"0s"', "1000")."""
+    (`key = value` lines, the value as TOML: '"0s"', "1000"); `tls_dir` (dev_certificates_dir)
+    serves HTTPS with its server certificate."""
     binary = _require("influxd", "influxdb")
     port = port or free_port()
     data = state_dir / "influxdb"
@@ -223,9 +229,14 @@ def influxdb(state_dir: Path, port: int | None = None, settings: Mapping[str, st
         DEPLOY_DIR / "influxdb" / "influxdb.conf", data / "influxdb.conf",
         http_port=port, rpc_port=free_port(), data_dir=data,
     )
+    settings = dict(settings or {})
+    if tls_dir is not None:
+        settings.update({"https-enabled": "true", "https-certificate": f'"{tls_dir / "server.pem"}"',
+                         "https-private-key": f'"{tls_dir / "server-key.pem"}"'})
     if settings:
         _set_options(conf_file, settings, " = ")
-    return InfluxServer("influxdb", [binary, "-config", str(conf_file)], port, data, data / "stdout.log")
+    return InfluxServer("influxdb", [binary, "-config", str(conf_file)], port, data, data / "stdout.log",
+                        scheme="https" if tls_dir is not None else "http")
 
 
 @dataclass
@@ -263,9 +274,11 @@ class VictoriaServer(HttpServer):
 
 def victoria_metrics(
     state_dir: Path, port: int | None = None, username: str | None = None, password: str | None = None,
+    tls_dir: Path | None = None,
 ) -> VictoriaServer:
-    """Debian's victoria-metrics; with a user, every request needs HTTP basic auth. Samples of a
-    series with the same millisecond are deduplicated, as InfluxDB overwrites the same point."""
+    """Debian's victoria-metrics; with a user, every request needs HTTP basic auth; with
+    `tls_dir` (dev_certificates_dir), HTTPS. Samples of a series with the same millisecond are
+    deduplicated, as InfluxDB overwrites the same point."""
     binary = _require("victoria-metrics", "victoria-metrics")
     port = port or free_port()
     data = state_dir / f"victoria-{port}"
@@ -277,8 +290,10 @@ def victoria_metrics(
     ]
     if username:
         argv += [f"-httpAuth.username={username}", f"-httpAuth.password={password or ''}"]
+    if tls_dir is not None:
+        argv += ["-tls", f"-tlsCertFile={tls_dir / 'server.pem'}", f"-tlsKeyFile={tls_dir / 'server-key.pem'}"]
     return VictoriaServer("victoria-metrics", argv, port, data, data / "stdout.log",
-                          username=username, password=password)
+                          scheme="https" if tls_dir is not None else "http", username=username, password=password)
 
 
 @dataclass

@@ -46,17 +46,17 @@ import orjson
 import paho.mqtt.client as mqtt
 
 from ews import metrics
-from ews.config import InfluxConfig, IngestConfig, MqttConfig, secret
+from ews.config import InfluxConfig, IngestConfig, MqttConfig
 from ews.levels import Level
 from ews.models import LevelChange, ReadingBatch
-from ingest.influx_v1 import InfluxV1
+from ingest.influx import make_writer
 from ingest.lineproto import LineBuilder, unregistered_lines
 from ingest.loglimit import LogLimit
 from ingest.mqttclient import Client, ack_many, connect_async, honour_receive_maximum, make_client
 from ingest.process import MessageProcessor, Outcome, Unregistered
 from ingest.reasons import Reason, Rejection
 from ingest.reorder import ReorderBuffer
-from ingest.sink import LineWriter, Sink, Stopped, Writing
+from ingest.sink import Sink, Stopped, Writing
 from ingest.spool import Spool
 from ingest.window import InflightWindow
 
@@ -75,17 +75,6 @@ WINDOW_WARN_BATCHES, WINDOW_WARN_S = 20, 10.0
 RELEASE_ECHO_S = 0.02
 # a finished write wakes the write thread through its future's callback; this is the safety net
 WRITE_POLL_S = 0.05
-
-
-def make_writer(cfg: InfluxConfig, database: str) -> LineWriter:
-    token = secret(cfg.token_env)
-    password = secret(cfg.password_env)
-    if cfg.api == "v2":
-        from ingest.influx_v2 import InfluxV2
-
-        return InfluxV2(cfg.url, cfg.bucket or database, cfg.org, token, cfg.username, password,
-                        cfg.write_deadline_s)
-    return InfluxV1(cfg.url, database, cfg.username, password, cfg.timeout_s, token, cfg.write_deadline_s)
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ import http.client
 import re
 import ssl
 import threading
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -59,13 +60,16 @@ class InfluxV1:
     def __init__(
         self, url: str, database: str, username: str | None = None, password: str | None = None,
         timeout_s: float = 10.0, token: str | None = None, write_timeout_s: float | None = None,
+        ca_file: str | Path | None = None,
     ):
         self.database = database
         headers = {"Authorization": _authorization(username, password, token)} if token or username else {}
         self.write_timeout_s = write_timeout_s or timeout_s
         # a plain-HTTP server needs no CA store: loading it costs tens of ms per client
-        verify = not url.startswith("http://")
-        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, headers=headers, verify=verify)
+        self._tls = None if url.startswith("http://") else ssl.create_default_context(
+            cafile=str(ca_file) if ca_file else None)
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, headers=headers,
+                                 verify=self._tls or False)
         # writes, the hot path, go over the standard library's HTTP client: a third of httpx's CPU
         # per request, which counts when InfluxDB and the pipeline share the cores
         u = urlsplit(url)
@@ -130,7 +134,7 @@ class InfluxV1:
             return conn, conn.sock is not None
         if self._https:
             conn = http.client.HTTPSConnection(self._host, self._port, timeout=self.write_timeout_s,
-                                               context=ssl.create_default_context())
+                                               context=self._tls)
         else:
             conn = http.client.HTTPConnection(self._host, self._port, timeout=self.write_timeout_s)
         self._local.conn = conn

@@ -10,6 +10,8 @@ an organisation id and rights a writer should not hold, so `create_database` doe
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
@@ -21,6 +23,7 @@ class InfluxV2:
     def __init__(
         self, url: str, bucket: str, org: str = "", token: str | None = None,
         username: str | None = None, password: str | None = None, write_timeout_s: float = 10.0,
+        ca_file: str | Path | None = None,
     ):
         self.bucket = bucket
         self.org = org
@@ -29,6 +32,7 @@ class InfluxV2:
         self.client = InfluxDBClient(
             url=url, token=credential, org=org or None,  # type: ignore[arg-type]  # None is allowed
             timeout=int(write_timeout_s * 1000), auth_basic=basic, retries=False,
+            ssl_ca_cert=str(ca_file) if ca_file else None,
         )
         self.api = self.client.write_api(write_options=SYNCHRONOUS)
 
@@ -42,8 +46,10 @@ class InfluxV2:
             self.api.write(bucket=self.bucket, org=self.org, record=lines,
                            write_precision=WritePrecision.MS)  # type: ignore[arg-type]
         except ApiException as exc:
+            if not exc.status:  # no answer at all: the client wraps connection and TLS errors so
+                raise WriteError(f"InfluxDB v2 API unreachable: {exc.reason!r}", retryable=True) from exc
             body = exc.body.decode("utf-8", errors="replace") if isinstance(exc.body, bytes) else str(exc.body)
-            raise refused("/api/v2/write", int(exc.status or 0), body) from exc
+            raise refused("/api/v2/write", int(exc.status), body) from exc
         except Exception as exc:  # urllib3's connection errors and timeouts
             raise WriteError(f"InfluxDB v2 API unreachable: {exc!r}", retryable=True) from exc
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ews.config import Config, load_config, sample_dir, secret
+from ews.config import Config, load_config, sample_dir
 from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
 from rules.engine import RuleEngine
@@ -91,7 +91,7 @@ def explain(args: argparse.Namespace) -> int:
 
 
 def backtest(args: argparse.Namespace) -> int:
-    from ingest.influx_v1 import InfluxV1
+    from ingest.influx import make_reader
     from rules.backtest import (
         add_score,
         from_influx,
@@ -119,8 +119,7 @@ def backtest(args: argparse.Namespace) -> int:
 
             until = int(parse_ts(pd.Series([args.to]), "--to")[0]) if args.to else int(time.time() * 1000)
             since = int(parse_ts(pd.Series([args.since]), "--from")[0]) if args.since else until - 24 * 3_600_000
-            influx = InfluxV1(cfg.influxdb.url, cfg.influxdb.database, cfg.influxdb.username,
-                              secret(cfg.influxdb.password_env), cfg.influxdb.timeout_s, secret(cfg.influxdb.token_env))
+            influx = make_reader(cfg.influxdb)
             kinds = sorted({r.kind for r in ruleset.rules})
             console.print(f"reading {', '.join(kinds)} from {cfg.influxdb.url} database {cfg.influxdb.database}")
             try:

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from ews import heap, metrics
-from ews.config import Config, InfluxConfig, secret
+from ews.config import Config, InfluxConfig
 from ews.levels import Level
 from ews.models import LevelChange, ReadingBatch
 from ews.sensors import SensorRegistry
-from ingest.influx_v1 import InfluxV1
+from ingest.influx import make_reader
 from rules.engine import RuleEngine
 from rules.model import RuleSet
 from rules.profiles import active_profiles, beijing_today
@@ -73,8 +73,7 @@ class RuleRuntime:
                 # no history: the stored warnings stand until readings move them
                 self.engine.seed_open({(w["rule"], w["subject"]): Level(int(w["level"])) for w in open_warnings})
                 return []
-            influx = InfluxV1(influx_cfg.url, influx_cfg.database, influx_cfg.username,
-                              secret(influx_cfg.password_env), influx_cfg.timeout_s, secret(influx_cfg.token_env))
+            influx = make_reader(influx_cfg)
             try:
                 stats: RebuildStats = rebuild(self.engine, influx, now, int(self.cfg.rebuild_lookback_h * 3.6e6))
             finally:

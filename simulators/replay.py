@@ -26,6 +26,7 @@ from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
 from ews.yamlfile import ConfigError, Problem
 from ingest.decode import parse_ts
+from ingest.influx import make_reader
 from ingest.influx_v1 import InfluxV1
 from ingest.reasons import Rejected
 from simulators.publisher import publish_stream, tls_hook
@@ -156,8 +157,7 @@ def run_replay(args: argparse.Namespace) -> int:
         source = str(args.csv)
     else:
         start, end = _interval(args.influx)
-        db = InfluxV1(cfg.influxdb.url, args.database or cfg.influxdb.database, cfg.influxdb.username,
-                      secret(cfg.influxdb.password_env), cfg.influxdb.timeout_s)
+        db = make_reader(cfg.influxdb, args.database)
         try:
             stream = read_influx(db, sensors, start, end, only)
         finally:

@@ -3,6 +3,7 @@ VictoriaMetrics requiring HTTP basic auth, and the token header checked on a rec
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,9 @@ import pytest
 from ews.config import InfluxConfig, IngestConfig, MqttConfig
 from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
-from ews.servers import LocalServers, VictoriaServer
-from ingest.collector import Collector, make_writer
+from ews.servers import LocalServers, VictoriaServer, dev_certificates_dir, influxdb, victoria_metrics
+from ingest.collector import Collector
+from ingest.influx import make_reader, make_writer
 from ingest.influx_v1 import InfluxV1, WriteError
 from ingest.influx_v2 import InfluxV2
 from ingest.process import MessageProcessor
@@ -29,10 +31,10 @@ LINES = (f"rain,community={COMM_A1},district=440106,sensor=RG-A1,street={STREET_
          f"rain,community={COMM_A1},district=440106,sensor=RG-A1,street={STREET_A} value=2.5 1764300060000\n").encode()
 
 
-def exported(vm: VictoriaServer, match: str) -> list[tuple[int, float]]:
+def exported(vm: VictoriaServer, match: str, verify: bool | ssl.SSLContext = True) -> list[tuple[int, float]]:
     """Every sample VictoriaMetrics holds for the series selector, sorted by time."""
-    httpx.get(f"{vm.url}/internal/force_flush", auth=vm.auth).raise_for_status()
-    r = httpx.get(f"{vm.url}/api/v1/export", params={"match[]": match, "start": "0"}, auth=vm.auth)
+    httpx.get(f"{vm.url}/internal/force_flush", auth=vm.auth, verify=verify).raise_for_status()
+    r = httpx.get(f"{vm.url}/api/v1/export", params={"match[]": match, "start": "0"}, auth=vm.auth, verify=verify)
     r.raise_for_status()
     out = []
     for line in r.text.splitlines():
@@ -71,6 +73,15 @@ def recorder() -> Iterator[tuple[str, list[dict[str, Any]]]]:
             self.send_response(204)
             self.end_headers()
 
+        def do_GET(self) -> None:  # an InfluxQL query
+            seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": b""})
+            body = b'{"results":[{"statement_id":0}]}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
     with HttpStub(H) as stub:
         yield stub.url, seen
 
@@ -84,8 +95,13 @@ def test_tokens_are_sent(recorder: tuple[str, list[dict[str, Any]]], monkeypatch
         w = make_writer(cfg, cfg.database)
         w.write(LINES)
         w.close()
-    v1, v2 = seen
-    assert v1["auth"] == v2["auth"] == "Token tok-123"
+    # the readers (rules' rebuild, API, backtests, replays) carry it too
+    reader = make_reader(cfg)
+    assert reader.query("SHOW DATABASES") == []
+    reader.close()
+    v1, v2, query = seen
+    assert v1["auth"] == v2["auth"] == query["auth"] == "Token tok-123"
+    assert query["path"].startswith("/query?")
     assert v1["path"].startswith("/write?") and "db=ews" in v1["path"] and "precision=ms" in v1["path"]
     assert v2["path"].startswith("/api/v2/write?")
     assert "bucket=ews%2Fautogen" in v2["path"] and "org=district-440106" in v2["path"] and "precision=ms" in v2["path"]
@@ -150,3 +166,43 @@ def test_v1_write_survives_a_dropped_keep_alive_connection() -> None:
             w.close()
     assert seen == [LINES] * 3
     assert len(peers) == 3  # a new connection each time, none of the writes failed
+
+
+@pytest.fixture(scope="module")
+def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return dev_certificates_dir(Path(tmp_path_factory.mktemp("influx-tls")))
+
+
+def test_https_with_a_private_ca(tls_dir: Path, tmp_path: Path) -> None:
+    """InfluxDB 1.6 and VictoriaMetrics serving HTTPS with a certificate of a private CA: trusted
+    through `influxdb.ca_file` on both write paths and the reader, refused without it (an error
+    to retry: the spool keeps the batch until the trust is configured)."""
+    influx = influxdb(tmp_path / "influx", tls_dir=tls_dir)
+    vm = victoria_metrics(tmp_path / "vm", tls_dir=tls_dir)
+    influx.start()
+    vm.start()
+    try:
+        assert influx.url.startswith("https://") and vm.url.startswith("https://")
+        cfg = InfluxConfig(url=influx.url, database="tls", ca_file=tls_dir / "ca.pem")
+        w = make_writer(cfg, "tls")
+        w.create_database()
+        w.write(LINES)
+        w.close()
+        reader = make_reader(cfg)
+        assert reader.count("rain") == 2
+        reader.close()
+        v2 = make_writer(InfluxConfig(url=vm.url, api="v2", bucket="tls", ca_file=tls_dir / "ca.pem"), "tls")
+        trust = ssl.create_default_context(cafile=str(tls_dir / "ca.pem"))
+        v2.write(LINES.replace(b"RG-A1", b"RG-TLS"))
+        v2.close()
+        assert [v for _, v in exported(vm, '{__name__="rain_value",sensor="RG-TLS"}', verify=trust)] \
+            == [1.5, 2.5]
+        for url, api in ((influx.url, "v1"), (vm.url, "v2")):
+            untrusted = make_writer(InfluxConfig(url=url, api=api, database="tls"), "tls")
+            with pytest.raises(WriteError) as info:
+                untrusted.write(LINES)
+            assert info.value.retryable and "CERTIFICATE_VERIFY_FAILED" in str(info.value)
+            untrusted.close()
+    finally:
+        vm.stop()
+        influx.stop()

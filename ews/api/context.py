@@ -44,15 +44,13 @@ class ApiContext:
 
     @classmethod
     def from_pipeline(cls, p: Pipeline, api_cfg: ApiConfig) -> ApiContext:
-        from ews.config import secret
+        from ingest.influx import make_reader
 
-        icfg = p.cfg.influxdb
-        influx = InfluxV1(icfg.url, icfg.database, icfg.username, secret(icfg.password_env),
-                          api_cfg.influx_timeout_s)
+        influx = make_reader(p.cfg.influxdb, timeout_s=api_cfg.influx_timeout_s)
         return cls(
             regions=p.regions, sensors=p.sensors, store=p.store, warnings=p.warnings,
             silences=p.silences, latest=p.latest,
             engine=lambda: p.engine, ruleset=lambda: p.ruleset, reload_rules=lambda _actor: p.reload_rules(),
             mqtt_connected=p.collector.client.is_connected, influx=influx,
-            listeners=p.listeners, influx_url=icfg.url,
+            listeners=p.listeners, influx_url=p.cfg.influxdb.url,
         )
