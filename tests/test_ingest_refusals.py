@@ -31,6 +31,7 @@ from ingest.spool import Spool
 
 from .conftest import COMM_A1, STREET_A, VICTORIA_PASSWORD, VICTORIA_USER
 from .httpstub import HttpStub, QuietHandler
+from .test_ingest_spool import FakeInflux
 from .waiting import wait_for
 
 H = 3_600_000
@@ -190,30 +191,21 @@ def test_requests_too_large_go_again_smaller(small_influx: InfluxServer, tmp_pat
 
 def test_a_single_line_over_the_limit_is_quarantined(tmp_path: Path) -> None:
     """Nothing smaller to send: that one line is kept aside, the rest of the batch goes in."""
-    got: list[bytes] = []
 
-    class Limited:
+    class Limited(FakeInflux):
         def write(self, lines: bytes) -> None:
             if len(lines) > 300:
                 raise refused("InfluxDB /write", 413, '{"error":"Request Entity Too Large"}')
-            got.append(lines)
+            super().write(lines)
 
-        def create_database(self) -> None:
-            return None
-
-        def retention_ms(self) -> int | None:
-            return None
-
-        def close(self) -> None:
-            return None
-
+    db = Limited()
     spool = Spool(tmp_path, 1 << 20, target="t-line")
-    sink = Sink(Limited(), spool, threading.Event())
+    sink = Sink(db, spool, threading.Event())
     long = f"rain,sensor=RG-LONG,note={'x' * 400} value=1 1764300000000\n".encode()
     small = rain([1_764_300_000_000 + k for k in range(6)]).splitlines(keepends=True)
     assert sink.store(b"".join([*small[:2], long, *small[2:]]), 7) == "quarantined"
     assert quarantined(spool) == [long]
-    assert b"".join(got) == b"".join(small)
+    assert b"".join(db.got) == b"".join(small)
     assert refused_count(TOO_LARGE, "t-line") == 1
 
 
