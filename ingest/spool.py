@@ -146,9 +146,18 @@ class Spool:
                 metrics.QUARANTINE_DROPPED.labels(self.target).inc(readings)
                 return None
         self._seq += 1
+        name = f"{self._seq:012d}-{readings}.lp"
+        try:
+            path = _write_durably(self.quarantine, name, lines)
+        except OSError as exc:  # a full disk must not stop the batch whose rest InfluxDB stored
+            (self.quarantine / f".{name}.tmp").unlink(missing_ok=True)
+            log.error("quarantine %s cannot be written (%s): %d refused readings not kept", self.quarantine, exc,
+                      readings)
+            metrics.QUARANTINE_DROPPED.labels(self.target).inc(readings)
+            return None
         metrics.QUARANTINED.labels(self.target).inc(readings)
         self.quarantine_bytes += len(lines)
-        return _write_durably(self.quarantine, f"{self._seq:012d}-{readings}.lp", lines)
+        return path
 
     def _quarantine_size(self) -> int:
         return sum(p.stat().st_size for p in self.quarantine.glob("*.lp"))

@@ -154,7 +154,7 @@ def test_a_full_disk_holds_the_batch_like_a_full_spool(tmp_path: Path, monkeypat
     monkeypatch.setattr(ingest.spool, "_write_durably", real)
 
 
-def test_the_quarantine_is_bounded_and_survives_restarts(tmp_path: Path) -> None:
+def test_the_quarantine_is_bounded_and_survives_restarts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A refusal that lasts must not fill the disk; a restart must not overwrite what is kept."""
     s = Spool(tmp_path, max_bytes=3 * len(batch(1)), target="t-quarantine")
     assert s.quarantine_batch(batch(1), 1) is not None
@@ -168,6 +168,14 @@ def test_the_quarantine_is_bounded_and_survives_restarts(tmp_path: Path) -> None
     assert after == (dropped or 0) + 1
     kept[0].unlink()  # an operator dealt with one
     assert again.quarantine_batch(batch(5), 1) is not None
+
+    def no_space(folder: Path, name: str, data: bytes) -> Path:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("ingest.spool._write_durably", no_space)
+    assert again.quarantine_batch(batch(6), 1) is None  # a full disk: counted, not raised
+    assert REGISTRY.get_sample_value("ews_spool_quarantine_dropped_readings_total", {"target": "t-quarantine"}) \
+        == after + 1
 
 
 @pytest.fixture
