@@ -49,28 +49,23 @@ REQUEST_HEADROOM = 0.9  # requests aim this far under a learned size limit (part
 
 
 def split_lines(lines: bytes, parts: int, min_part_bytes: int = MIN_PART_BYTES) -> list[bytes]:
-    """Line protocol cut into up to `parts` pieces of about equal size, at line ends."""
+    """Line protocol cut into up to `parts` pieces of about equal size, at line ends; a single
+    line stays whole."""
     if parts <= 1 or len(lines) < 2 * min_part_bytes:
         return [lines]
     parts = min(parts, len(lines) // min_part_bytes)
     out, start = [], 0
     for k in range(1, parts):
-        cut = lines.find(b"\n", max(start, len(lines) * k // parts)) + 1
-        if cut <= start:
+        at = max(start, len(lines) * k // parts)
+        cut = lines.find(b"\n", at) + 1
+        if not start < cut < len(lines):  # the target lies in the last line: cut before it instead
+            cut = lines.rfind(b"\n", start, at) + 1
+        if not start < cut < len(lines):
             break
         out.append(lines[start:cut])
         start = cut
     out.append(lines[start:])
     return [p for p in out if p]
-
-
-def halve(lines: bytes) -> list[bytes]:
-    """Line protocol in two at the line end nearest its middle; one line stays whole."""
-    mid = len(lines) // 2
-    cut = lines.find(b"\n", mid) + 1
-    if not 0 < cut < len(lines):
-        cut = lines.rfind(b"\n", 0, mid) + 1
-    return [lines[:cut], lines[cut:]] if 0 < cut < len(lines) else [lines]
 
 
 class LineWriter(Protocol):
@@ -265,7 +260,7 @@ class Sink:
         r = exc.refusal or Refusal(REFUSED, str(exc))
         target = self.spool.target
         if r.cause == TOO_LARGE:
-            halves = halve(part)
+            halves = split_lines(part, 2, min_part_bytes=1)
             if len(halves) > 1:
                 self._lower_request_limit(len(part), r)
                 quarantined = False
