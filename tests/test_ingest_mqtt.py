@@ -4,13 +4,11 @@ the `store` policy."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
-import paho.mqtt.client as mqtt
 import pytest
 from prometheus_client import REGISTRY
 
@@ -33,16 +31,8 @@ from ingest.influx_v1 import InfluxV1
 from ingest.process import MessageProcessor
 
 from .conftest import COMM_A1, COMM_B1, STREET_A
+from .mqttpeers import dead_letters, publisher
 from .waiting import wait_for
-
-
-def publisher(port: int, client_id: str) -> mqtt.Client:
-    c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    return c
-
-
 
 NOW = int(time.time() * 1000)
 A1 = f"ews/440106/{STREET_A}/{COMM_A1}"
@@ -117,16 +107,7 @@ def test_bad_input_suite_over_mqtt(
         MessageProcessor(mini_sensors, mini_regions, allowed_lateness_s=86400, late_policy="reject"),
         on_readings=received.append, ingest_cfg=IngestConfig(), spool_dir=tmp_path / "spool",
     )
-    dead: list[dict[str, Any]] = []
-    lock = threading.Lock()
-    watcher = publisher(servers.mqtt.port, "test-ingest-dl-watch")
-
-    def on_dead(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        with lock:
-            dead.append({**orjson.loads(msg.payload), "dl_topic": msg.topic})
-
-    watcher.on_message = on_dead
-    watcher.subscribe("ews-out/rejected/#", qos=1)
+    watcher, dead = dead_letters(servers.mqtt.port, "test-ingest-dl-watch")
     time.sleep(0.2)
     before = {r: REGISTRY.get_sample_value("ews_ingest_rejected_total", {"reason": r}) or 0
               for case in BAD for r in case[3]}
@@ -189,10 +170,7 @@ def test_a_message_that_trips_a_bug_is_rejected_alone(
         MessageProcessor(mini_sensors, mini_regions), on_readings=received.append, ingest_cfg=IngestConfig(),
         spool_dir=tmp_path / "spool",
     )
-    dead: list[dict[str, Any]] = []
-    watcher = publisher(servers.mqtt.port, "test-ingest-poison-dl")
-    watcher.on_message = lambda _c, _u, m: dead.append(orjson.loads(m.payload))
-    watcher.subscribe("ews-out/rejected/#", qos=1)
+    watcher, dead = dead_letters(servers.mqtt.port, "test-ingest-poison-dl")
     errors = REGISTRY.get_sample_value("ews_pipeline_errors_total", {"stage": "ingest"}) or 0
     col.start()
     pub = publisher(servers.mqtt.port, "test-ingest-poison-pub")

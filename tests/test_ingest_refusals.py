@@ -9,11 +9,9 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
-import paho.mqtt.client as mqtt
 import pytest
 from prometheus_client import REGISTRY
 
@@ -31,6 +29,7 @@ from ingest.spool import Spool
 
 from .conftest import COMM_A1, STREET_A, VICTORIA_PASSWORD, VICTORIA_USER
 from .httpstub import HttpStub, QuietHandler
+from .mqttpeers import dead_letters, publisher
 from .test_ingest_spool import FakeInflux
 from .waiting import wait_for
 
@@ -222,21 +221,14 @@ def test_readings_older_than_influxdb_keeps_are_rejected_before_the_write(
         MessageProcessor(mini_sensors, mini_regions, allowed_lateness_s=7 * 86400), ingest_cfg=IngestConfig(),
         spool_dir=tmp_path / "spool",
     )
-    dead: list[dict[str, Any]] = []
-    watcher = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="test-retention-dl")
-    watcher.on_message = lambda _c, _u, m: dead.append(orjson.loads(m.payload))
-    watcher.connect("127.0.0.1", servers.mqtt.port)
-    watcher.loop_start()
-    watcher.subscribe("ews-out/rejected/#", qos=1)
+    watcher, dead = dead_letters(servers.mqtt.port, "test-retention-dl")
     before = REGISTRY.get_sample_value("ews_ingest_rejected_total", {"reason": "beyond_retention"}) or 0
     before_refused = refused_count(BEYOND_RETENTION, "main")
     with caplog.at_level(logging.WARNING, logger="ingest.collector"):
         col.start()
     # a week's allowed lateness against an hour's retention: said at start
     assert any("less than the allowed lateness of 168 h" in r.message for r in caplog.records)
-    pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="test-retention-pub")
-    pub.connect("127.0.0.1", servers.mqtt.port)
-    pub.loop_start()
+    pub = publisher(servers.mqtt.port, "test-retention-pub")
     now = int(time.time() * 1000)
     good = [now - 60_000 * k for k in range(5)]
     try:

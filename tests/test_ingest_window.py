@@ -28,6 +28,7 @@ from ingest.window import MIN_LEARNED, InflightWindow
 from simulators.inflightproxy import InflightProxy, puback_mid, publish_mid
 
 from .conftest import COMM_A1, STREET_A
+from .mqttpeers import dead_letters
 from .waiting import wait_for
 
 RG = f"ews/440106/{STREET_A}/{COMM_A1}/rain/RG-A1"
@@ -208,12 +209,7 @@ def test_under_mqtt_5_our_own_publishes_keep_to_the_brokers_receive_maximum(
     proxy = InflightProxy(broker.port, 65535)  # counts our publishes, holds nothing back
     col = _collector(proxy.port, "test-window-rm", servers.influx_url, influx_db, mini_sensors, mini_regions,
                      tmp_path / "spool", protocol="5")
-    dead: list[bytes] = []
-    watcher = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="test-window-rm-dl")
-    watcher.on_message = lambda _c, _u, msg: dead.append(bytes(msg.payload))
-    watcher.connect("127.0.0.1", broker.port)
-    watcher.loop_start()
-    watcher.subscribe("ews-out/rejected/#", qos=1)
+    watcher, dead = dead_letters(broker.port, "test-window-rm-dl")
     col.start()
     try:
         pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="test-window-rm-pub")
