@@ -38,10 +38,14 @@ def _fsync_dir(folder: Path) -> None:
 
 def _write_durably(folder: Path, name: str, data: bytes) -> Path:
     tmp = folder / f".{name}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:  # a full or failing disk: leave nothing half-written behind
+        tmp.unlink(missing_ok=True)
+        raise
     final = folder / name
     os.replace(tmp, final)
     _fsync_dir(folder)
@@ -90,36 +94,31 @@ class Spool:
         """Keep a batch durably; False when it would pass the bound or the disk will not take
         it (nothing kept)."""
         if not self.fits(len(lines)):
-            if self._state != 2:
-                log.error(
-                    "spool %s is full (%.1f of %.1f MB): no longer acknowledging messages; the broker "
-                    "keeps them until InfluxDB takes the spool back", self.folder, self.bytes / 1e6,
-                    self.max_bytes / 1e6,
-                )
-            self._state = 2
-            metrics.SPOOL_FILLING.labels(self.target).set(2)
-            return False
+            return self._full(f"is full ({self.bytes / 1e6:.1f} of {self.max_bytes / 1e6:.1f} MB)",
+                              "InfluxDB takes the spool back")
         self._seq += 1
-        name = f"{self._seq:012d}-{readings}.lp"
         try:
-            path = _write_durably(self.folder, name, lines)
+            path = _write_durably(self.folder, f"{self._seq:012d}-{readings}.lp", lines)
         except OSError as exc:
             # the disk is full (or failing) before the bound is: the same as a full spool, the
             # acknowledgements wait and the broker keeps the messages, instead of a batch lost
             # between an InfluxDB that is down and a disk that cannot take it
-            (self.folder / f".{name}.tmp").unlink(missing_ok=True)
-            if self._state != 2:
-                log.error("spool %s cannot be written (%s): no longer acknowledging messages; the broker "
-                          "keeps them until InfluxDB answers or the disk has room", self.folder, exc)
-            self._state = 2
-            metrics.SPOOL_FILLING.labels(self.target).set(2)
-            return False
+            return self._full(f"cannot be written ({exc})", "InfluxDB answers or the disk has room")
         self._files.append((path, len(lines), readings))
         self.bytes += len(lines)
         self.readings += readings
         metrics.SPOOLED.labels(self.target).inc(readings)
         self._update()
         return True
+
+    def _full(self, why: str, until: str) -> bool:
+        """Refuse a batch: logged once until the spool takes batches again; always False."""
+        if self._state != 2:
+            log.error("spool %s %s: no longer acknowledging messages; the broker keeps them until %s",
+                      self.folder, why, until)
+        self._state = 2
+        metrics.SPOOL_FILLING.labels(self.target).set(2)
+        return False
 
     def head(self) -> tuple[Path, bytes, int] | None:
         """The oldest batch: (path, line protocol, readings)."""
@@ -146,11 +145,9 @@ class Spool:
                 metrics.QUARANTINE_DROPPED.labels(self.target).inc(readings)
                 return None
         self._seq += 1
-        name = f"{self._seq:012d}-{readings}.lp"
         try:
-            path = _write_durably(self.quarantine, name, lines)
+            path = _write_durably(self.quarantine, f"{self._seq:012d}-{readings}.lp", lines)
         except OSError as exc:  # a full disk must not stop the batch whose rest InfluxDB stored
-            (self.quarantine / f".{name}.tmp").unlink(missing_ok=True)
             log.error("quarantine %s cannot be written (%s): %d refused readings not kept", self.quarantine, exc,
                       readings)
             metrics.QUARANTINE_DROPPED.labels(self.target).inc(readings)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -125,15 +127,14 @@ def test_malformed_batches_are_quarantined(tmp_path: Path) -> None:
 def test_a_full_disk_holds_the_batch_like_a_full_spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """InfluxDB down and the disk full: `store` waits (the acknowledgements with it, so the
     broker keeps the messages) instead of failing the batch, and writes it once InfluxDB is back."""
-    import ingest.spool
+    real_fsync = os.fsync
 
-    real = ingest.spool._write_durably
+    def no_space(fd: int) -> None:  # the disk fills while the spool file is written
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
 
-    def no_space(folder: Path, name: str, data: bytes) -> Path:
-        (folder / f".{name}.tmp").write_bytes(data[:10])  # what a write cut short leaves behind
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(ingest.spool, "_write_durably", no_space)
+    monkeypatch.setattr(os, "fsync", no_space)
     db = FakeInflux()
     db.down = True
     sink = Sink(db, Spool(tmp_path, 1 << 20, target="t-disk"), threading.Event(), min_backoff_s=0.01,
@@ -151,7 +152,6 @@ def test_a_full_disk_holds_the_batch_like_a_full_spool(tmp_path: Path, monkeypat
     assert db.got == [batch(1)] and not list(tmp_path.glob(".*.tmp"))
     assert filling == [2]  # said loudly while it waited, and cleared once the batch was written
     assert REGISTRY.get_sample_value("ews_spool_filling", {"target": "t-disk"}) == 0
-    monkeypatch.setattr(ingest.spool, "_write_durably", real)
 
 
 def test_the_quarantine_is_bounded_and_survives_restarts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
