@@ -20,8 +20,10 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal, Protocol
 
 from ews import metrics
@@ -143,24 +145,15 @@ class Sink:
     def finish(self, lines: bytes, readings: int, writing: Writing | None) -> Stored:
         """Wait for a batch `begin` started; if it failed (or was not started), `store` it."""
         if writing is not None:
-            refused: list[tuple[bytes, WriteError]] = []
-            quarantined = []
             try:
-                for part, f in zip(writing.lines, writing.parts, strict=True):
-                    try:
-                        f.result()
-                    except WriteError as exc:
-                        if exc.retryable:
-                            raise
-                        refused.append((part, exc))
-                quarantined = [self._refused(part, err) for part, err in refused]
+                stored = self._settle(writing.lines, [f.result for f in writing.parts])
             except WriteError as exc:
                 self._failed(exc)  # straight to the spool, no second attempt now
             except Exception as exc:  # a bug or an unexpected answer: the careful path decides
                 log.warning("background write failed (%r); storing the batch again", exc)
             else:
                 metrics.WRITE_SECONDS.observe(time.perf_counter() - writing.t0)
-                return "quarantined" if any(quarantined) else "written"
+                return stored
         return self.store(lines, readings)
 
     def drain(self, budget_s: float = 0.5) -> None:
@@ -230,11 +223,24 @@ class Sink:
         # InfluxDB ingests concurrent requests on several cores; the batch is durable once
         # every part is, and a part written twice (after a failed sibling) is harmless
         others = [self._pool().submit(self.writer.write, p) for p in parts[1:]]
+        stored = self._settle(parts, [partial(self.writer.write, parts[0]), *(f.result for f in others)])
+        metrics.WRITE_SECONDS.observe(time.perf_counter() - t0)
+        if not self.healthy:
+            log.warning("InfluxDB answers again; resuming direct writes once the spool is replayed")
+            self.spool.refresh()
+        self.healthy = True
+        self._backoff = self.min_backoff_s
+        return stored
+
+    def _settle(self, parts: list[bytes], waits: list[Callable[[], object]]) -> Stored:
+        """Wait for every part's write (none is left going when the batch is stored again), raise
+        the first failure that may heal, and deal with refusals (`_refused`) here, in the write
+        thread, not in the writers' threads: the quarantine is not shared."""
         refused: list[tuple[bytes, WriteError]] = []
         failed: WriteError | None = None
-        for part, f in zip(parts, [None, *others], strict=True):
+        for part, wait in zip(parts, waits, strict=True):
             try:
-                self.writer.write(part) if f is None else f.result()
+                wait()
             except WriteError as exc:
                 if exc.retryable:
                     failed = failed or exc
@@ -242,14 +248,7 @@ class Sink:
                     refused.append((part, exc))
         if failed is not None:
             raise failed
-        # here, not in the writers' threads: the quarantine is not shared
-        quarantined = [self._refused(part, err) for part, err in refused]
-        metrics.WRITE_SECONDS.observe(time.perf_counter() - t0)
-        if not self.healthy:
-            log.warning("InfluxDB answers again; resuming direct writes once the spool is replayed")
-            self.spool.refresh()
-        self.healthy = True
-        self._backoff = self.min_backoff_s
+        quarantined = [self._refused(part, err) for part, err in refused]  # every one, not the first
         return "quarantined" if any(quarantined) else "written"
 
     def _refused(self, part: bytes, exc: WriteError) -> bool:
