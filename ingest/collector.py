@@ -58,6 +58,7 @@ from ingest.reasons import Reason, Rejection
 from ingest.reorder import ReorderBuffer
 from ingest.sink import Sink, Stopped, Writing
 from ingest.spool import Spool
+from ingest.topics import topic_text
 from ingest.window import InflightWindow
 
 log = logging.getLogger(__name__)
@@ -412,8 +413,8 @@ class Collector:
                   exc_info=next(iter(failed.values()), None))
         o = self.processor.process([m for i, m in enumerate(msgs) if i not in failed], now_ms, keep)
         for i, err in failed.items():
-            topic = msgs[i][0] if isinstance(msgs[i][0], str) else msgs[i][0].decode("utf-8", errors="replace")
-            o.rejections.append(Rejection(Reason.PROCESSING_FAILED, f"handling it raised {err!r}", topic, msgs[i][1]))
+            o.rejections.append(Rejection(Reason.PROCESSING_FAILED, f"handling it raised {err!r}",
+                                          topic_text(msgs[i][0]), msgs[i][1]))
         return o
 
     # --- write thread ---------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from ingest.decode import (
 )
 from ingest.reasons import Reason, Rejected, Rejection
 from ingest.senml import HEALTH, SenmlPack, is_senml
-from ingest.topics import Topic, parse_topic
+from ingest.topics import Topic, parse_topic, topic_text
 from ingest.units import UnitTable
 
 MAX_GATEWAY_TOPICS = 100_000  # parsed gateway topics kept; past it, new ones are parsed each time
@@ -188,7 +188,7 @@ class MessageProcessor:
                         r_origin.append(j)
                         r_item.append(-1)
                         continue
-            text = topic if isinstance(topic, str) else topic.decode("utf-8", errors="replace")
+            text = topic_text(topic)
             try:
                 status += self._general(rows, rejections, unregistered, j, topic, text, payload, idx, doc, now_ms)
             except Rejected as exc:
@@ -249,7 +249,7 @@ class MessageProcessor:
             detail = (f"{s.id}: ts {t} is {(now_ms - t) / 3_600_000:.1f} h old, beyond the allowed "
                       f"lateness of {self.allowed_lateness_ms / 3_600_000:.1f} h")
         topic, payload = messages[rows.origin[row]][0], messages[rows.origin[row]][1]
-        text = topic if isinstance(topic, str) else topic.decode("utf-8", errors="replace")
+        text = topic_text(topic)
         if item >= 0:
             detail = f"reading {item}: {detail}"
         return Rejection(reason, detail, text, payload, item if item >= 0 else None)

@@ -40,6 +40,11 @@ def _region(segments: list[str]) -> tuple[str, ...]:
     return tuple(segments)
 
 
+def topic_text(topic: str | bytes) -> str:
+    """A topic as text: paho hands over the raw bytes, which may not be valid UTF-8."""
+    return topic if isinstance(topic, str) else topic.decode("utf-8", errors="replace")
+
+
 def parse_topic(topic: str) -> Topic:
     parts = topic.split("/")
     if len(parts) < 3 or parts[0] != ROOT:
