@@ -206,7 +206,7 @@ def _set_options(conf_file: Path, settings: Mapping[str, object], sep: str = " "
     """Replace the values of options the file sets (one `option{sep}value` a line)."""
     lines = conf_file.read_text().splitlines()
     for option, value in settings.items():
-        at = [i for i, ln in enumerate(lines) if ln.strip().split(sep.strip() or " ", 1)[0].strip() == option]
+        at = [i for i, ln in enumerate(lines) if ln.strip().split(" ", 1)[0] == option]
         if not at:
             raise ServerError(f"{conf_file} sets no {option} to replace")
         for i in at:
