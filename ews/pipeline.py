@@ -168,10 +168,12 @@ class Pipeline:
             self._started = True
             if self._drill is not None:
                 self._drill.start()
-        # detector state from recent history, lined up with the stored warnings, before any
-        # new reading: a restart neither misses nor repeats a warning
+        # detector state from recent history (InfluxDB's and what waits in the spool), lined up
+        # with the stored warnings, before any new reading: a restart neither misses nor repeats
+        # a warning
         self._apply(self.rules.rebuild(self.cfg.influxdb, self.warnings.open_warnings(),
-                                       frozenset({UNREGISTERED_RULE})), self.warnings)
+                                       frozenset({UNREGISTERED_RULE}),
+                                       spooled=self.collector.sinks[False].spool.contents()), self.warnings)
         heap.settle()
         self.collector.start()
         self.rules.start(lambda changes: self._apply(changes, self.warnings),

@@ -18,7 +18,8 @@ from ews.yamlfile import ConfigError, LoadedYaml, Problem, load_yaml, validate_d
 
 class KindSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
+    # a topic level and an InfluxDB measurement as it stands: nothing to escape in either
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     unit: str
     min: float
     max: float
@@ -29,6 +30,8 @@ class KindSpec(BaseModel):
     def _range(self) -> KindSpec:
         if not self.min < self.max:
             raise ValueError(f"valid range of kind {self.name} is empty ({self.min} .. {self.max})")
+        if self.name == "unregistered":
+            raise ValueError("kind name 'unregistered' is taken: readings of unregistered sensors are stored under it")
         return self
 
 

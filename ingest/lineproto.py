@@ -10,12 +10,15 @@ line.
 
 Readings of unregistered sensors (policy `store`) go to the measurement `unregistered` with a
 `kind` tag, apart from the registered series that dashboards and rules read.
+
+`read_lines` is the inverse, for the readings that wait in the spool: the rules' state is
+rebuilt at start-up from InfluxDB and from the spool together.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -97,3 +100,33 @@ def unregistered_lines(rows: Sequence[tuple[str, str, str, int, float]]) -> byte
         f"{_tags(UNREGISTERED, community, sensor, kind)} value={float(v)!r} {int(ts)}\n"
         for sensor, kind, community, ts, v in rows
     ).encode()
+
+
+def read_lines(lines: bytes) -> Iterator[tuple[str, str, int, float]]:
+    """(measurement, sensor, ts_ms, value) of each line `LineBuilder` built, in order. Lines of
+    unregistered sensors are left out, and so is any line not of this module's shape (a spool
+    file is whole or absent, so that means a line written by something else)."""
+    series: dict[bytes, tuple[str, str] | None] = {}  # a few hundred series key a spool's lines
+    for line in lines.split(b"\n"):
+        key, _, rest = line.partition(b" ")  # our tags and measurements never hold a space
+        fields, _, ts = rest.rpartition(b" ")
+        if not fields.startswith(b"value="):
+            continue
+        if key in series:
+            ms = series[key]
+        else:
+            ms = series[key] = _series(key)
+        if ms is None:
+            continue
+        try:
+            yield ms[0], ms[1], int(ts), float(fields[6:].partition(b",")[0])
+        except ValueError:
+            continue
+
+
+def _series(key: bytes) -> tuple[str, str] | None:
+    if b"\\" in key:  # registered kinds and ids never need escaping
+        return None
+    measurement, *tags = key.decode("utf-8", "replace").split(",")
+    sensor = next((t[7:] for t in tags if t.startswith("sensor=")), None)
+    return None if sensor is None or measurement == UNREGISTERED else (measurement, sensor)

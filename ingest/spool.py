@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 from ews import metrics
@@ -126,6 +127,11 @@ class Spool:
             return None
         path, _, n = self._files[0]
         return path, path.read_bytes(), n
+
+    def contents(self) -> Iterator[bytes]:
+        """Every batch it holds, oldest first (read from disk one at a time)."""
+        for path, _, _ in list(self._files):
+            yield path.read_bytes()
 
     def pop(self, path: Path) -> None:
         """Drop the oldest batch once InfluxDB has it."""

@@ -1,17 +1,19 @@
-"""Reading history for the rules: from InfluxDB (InfluxQL) or a CSV file, into pandas and
-then into event-time batches for the engine.
+"""Reading history for the rules: from InfluxDB (InfluxQL), the ingest spool or a CSV file,
+into pandas and then into event-time batches for the engine.
 
 Used to rebuild detector state after a restart and to replay history in backtests. InfluxQL
 is asked per kind (one measurement each) with `GROUP BY "sensor"` in chunks, so a day of
 10 000 sensors streams as a few hundred JSON documents rather than one huge one; each chunk
-goes straight into numpy arrays. A CSV holds the columns `sensor, ts, value` (ts in epoch
+goes straight into numpy arrays. The spool holds what InfluxDB has not taken yet (it was down
+or slow), as line protocol. A CSV holds the columns `sensor, ts, value` (ts in epoch
 milliseconds or RFC 3339 / ISO 8601; times without an offset are Beijing time).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import httpx
@@ -22,6 +24,7 @@ import pandas as pd  # type: ignore[import-untyped]
 from ews.models import ReadingBatch
 from ews.sensors import SensorRegistry
 from ingest.influx_v1 import InfluxV1
+from ingest.lineproto import read_lines
 
 COLUMNS = ["sensor", "ts", "value"]
 
@@ -84,6 +87,21 @@ def influx_history(influx: InfluxV1, kind: str, since_ms: int, until_ms: int,
         "ts": np.concatenate(ts_parts),
         "value": np.concatenate(val_parts),
     })
+
+
+def spool_history(batches: Iterable[bytes], since_ms: int) -> dict[str, pd.DataFrame]:
+    """Readings with ts > since of the spool's line-protocol batches, per kind (sensor, ts, value)."""
+    # times and values in typed arrays, 8 bytes a reading each: a full spool holds millions
+    cols: dict[str, tuple[list[str], array[int], array[float]]] = {}
+    for lines in batches:
+        for kind, sensor, ts, value in read_lines(lines):
+            if ts > since_ms:
+                c = cols.setdefault(kind, ([], array("q"), array("d")))
+                c[0].append(sensor)  # one str object per series, shared
+                c[1].append(ts)
+                c[2].append(value)
+    return {k: pd.DataFrame({"sensor": pd.Series(c[0], dtype=object), "ts": np.frombuffer(c[1], np.int64),
+                             "value": np.frombuffer(c[2], np.float64)}) for k, c in cols.items()}
 
 
 def csv_history(path: Path | str) -> pd.DataFrame:

@@ -2,8 +2,10 @@
 
 On start the engine replays each kind's recent history from InfluxDB (as far back as its
 longest window plus hold and flapping times, and never further than the configured cap),
-without producing warnings. Its levels are then compared with the open warnings in the SQLite
-store per (rule, subject):
+without producing warnings. Readings still waiting in the ingest spool (InfluxDB was down or
+slow when they came) are part of that history: without them a restart during an outage would
+judge the storm on windows with a hole, lifting warnings that still hold. The engine's levels
+are then compared with the open warnings in the SQLite store per (rule, subject):
 
 - equal: nothing happens (the warning service would not notify a level it already holds);
 - different: a level change is handed to the warning service, which decides the transition
@@ -19,15 +21,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import pandas as pd  # type: ignore[import-untyped]
 
 from ews.levels import Level
 from ews.models import LevelChange
 from ingest.influx_v1 import InfluxV1
 from rules.engine import RuleEngine
-from rules.history import HistoryError, batches, influx_history
+from rules.history import HistoryError, batches, influx_history, spool_history
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class RebuildStats:
     readings: int = 0
+    spooled: int = 0  # of them, read from the spool
     rebuilt: set[str] = field(default_factory=set)  # kinds whose history was read
     seconds: float = 0.0
     kinds: dict[str, int] = field(default_factory=dict)
@@ -42,10 +47,13 @@ class RebuildStats:
 
 
 def rebuild(engine: RuleEngine, influx: InfluxV1, now_ms: int, cap_ms: int,
-            progress: Callable[[str, int], None] | None = None) -> RebuildStats:
-    """Replay each kind's bounded history into `engine` (no warnings come out)."""
+            progress: Callable[[str, int], None] | None = None,
+            spooled: Iterable[bytes] = ()) -> RebuildStats:
+    """Replay each kind's bounded history into `engine` (no warnings come out); `spooled`: the
+    line-protocol batches InfluxDB has not taken yet."""
     stats = RebuildStats()
     t0 = time.perf_counter()
+    waiting = spool_history(spooled, now_ms - cap_ms)
     for ks in engine.kinds:
         lookback = min(engine.lookback_ms(ks.kind), cap_ms)
         def counted(n: int, kind: str = ks.kind) -> None:
@@ -60,6 +68,12 @@ def rebuild(engine: RuleEngine, influx: InfluxV1, now_ms: int, cap_ms: int,
             if exc.unreachable:
                 break  # the other kinds would only wait for the same timeout
             continue
+        extra = waiting.get(ks.kind)
+        if extra is not None:
+            extra = extra[extra["ts"] > now_ms - lookback]
+            stats.spooled += len(extra)
+            # a batch replayed before the crash but not yet deleted is in both
+            df = pd.concat([df, extra], ignore_index=True).drop_duplicates(["sensor", "ts"], keep="last")
         parts, n, unknown = batches(df, engine.registry)
         if unknown:
             log.info("rebuild: %d %s sensors in history are not registered; skipped", len(unknown), ks.kind)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +65,9 @@ class RuleRuntime:
     # --- start-up -----------------------------------------------------------------------------
 
     def rebuild(self, influx_cfg: InfluxConfig, open_warnings: list[dict[str, Any]],
-                foreign: frozenset[str] = frozenset()) -> list[LevelChange]:
-        """Replay recent history, then the changes that line the store up with the engine."""
+                foreign: frozenset[str] = frozenset(), spooled: Iterable[bytes] = ()) -> list[LevelChange]:
+        """Replay recent history (InfluxDB's, and `spooled`: the batches the ingest spool holds),
+        then the changes that line the store up with the engine."""
         now = self._now_ms()
         with self.lock:
             if not self.cfg.rebuild:
@@ -75,10 +76,12 @@ class RuleRuntime:
                 return []
             influx = make_reader(influx_cfg)
             try:
-                stats: RebuildStats = rebuild(self.engine, influx, now, int(self.cfg.rebuild_lookback_h * 3.6e6))
+                stats: RebuildStats = rebuild(self.engine, influx, now, int(self.cfg.rebuild_lookback_h * 3.6e6),
+                                              spooled=spooled)
             finally:
                 influx.close()
-            log.info("rules state rebuilt from %d readings in %.2f s (%s)%s", stats.readings, stats.seconds,
+            log.info("rules state rebuilt from %d readings%s in %.2f s (%s)%s", stats.readings,
+                     f" ({stats.spooled} of them waiting in the spool)" if stats.spooled else "", stats.seconds,
                      ", ".join(f"{k} {n}" for k, n in stats.kinds.items()) or "no history",
                      f"; errors: {'; '.join(stats.errors)}" if stats.errors else "")
             changes = reconcile(self.engine, open_warnings, now, foreign, stats.rebuilt)

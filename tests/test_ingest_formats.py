@@ -10,7 +10,7 @@ import pytest
 
 from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
-from ingest.lineproto import LineBuilder, unregistered_lines
+from ingest.lineproto import LineBuilder, read_lines, unregistered_lines
 from ingest.mqttclient import puback_blob
 from ingest.process import MessageProcessor
 from ingest.reasons import Reason, Rejected
@@ -196,6 +196,36 @@ def test_line_protocol(mini_sensors: SensorRegistry) -> None:
     assert unregistered_lines([("RG-NEW", "rain", COMM_A1, NOW, 1.5)]).decode() == (
         f"unregistered,community={COMM_A1},district=440106,kind=rain,sensor=RG-NEW,street={STREET_A} "
         f"value=1.5 {NOW}\n")
+
+
+def test_spooled_lines_read_back_as_built(mini_sensors: SensorRegistry) -> None:
+    """The rules rebuild from the spool's line protocol: every registered reading comes back
+    exactly, health fields or not; unregistered sensors' lines and foreign lines do not."""
+    b = LineBuilder(mini_sensors)
+    idx = np.array([mini_sensors.index[i] for i in ("RG-A1", "WL-A1", "GS-B1", "RG-A1")])
+    ts = np.array([NOW, NOW, NOW + 60_000, NOW + 300_000])
+    value = np.array([0.1, 4.25, 1e-7, 123456.789])
+    nan = float("nan")
+    lines = (b.build(idx, ts, value, np.array([nan, 87.0, nan, nan]), np.array([nan, -71.0, nan, nan]))
+             + unregistered_lines([("RG-NEW", "rain", COMM_A1, NOW, 1.5)])
+             + b"cpu,host=a usage=3 1\nrain,sensor=RG-A1 value=oops 5\n")
+    got = sorted(read_lines(lines))
+    want = sorted((mini_sensors.sensors[i].kind, mini_sensors.sensors[i].id, t, v)
+                  for i, t, v in zip(idx.tolist(), ts.tolist(), value.tolist(), strict=True))
+    assert got == want
+
+
+def test_kind_names_need_no_escaping() -> None:
+    """A kind is a topic level and a measurement: a name InfluxDB would need escaped, or the
+    measurement of unregistered sensors, is refused where the kind is declared."""
+    from pydantic import ValidationError
+
+    from ews.sensors import KindSpec
+
+    assert KindSpec(name="air_quality.pm25", unit="ug/m3", min=0, max=1000, interval_s=60).name
+    for name in ("air quality", "a,b", "x=y", "back\\slash", "unregistered", ""):
+        with pytest.raises(ValidationError):
+            KindSpec(name=name, unit="u", min=0, max=1, interval_s=60)
 
 
 def test_puback_blob() -> None:
