@@ -291,6 +291,8 @@ class RuleEngineConfig(_Strict):
     profiles: list[str] = Field(default_factory=list)  # chosen by hand (a special event), last
     rebuild: bool = True  # rebuild detector state from InfluxDB history on start
     rebuild_lookback_h: float = Field(26.0, gt=0)  # never read further back than this
+    # a kind whose history could not be read at start is tried again this often
+    late_rebuild_interval_s: float = Field(30.0, gt=0)
     nodata_interval_s: float = Field(10.0, gt=0)  # how often silence is judged (wall clock)
     feed_down_after_s: float = Field(30.0, ge=0)  # broker lost this long: one feed-down warning
 

@@ -129,9 +129,13 @@ class Spool:
         return path, path.read_bytes(), n
 
     def contents(self) -> Iterator[bytes]:
-        """Every batch it holds, oldest first (read from disk one at a time)."""
+        """Every batch it holds, oldest first (read from disk one at a time); a batch replayed
+        and deleted meanwhile is left out: InfluxDB has it."""
         for path, _, _ in list(self._files):
-            yield path.read_bytes()
+            try:
+                yield path.read_bytes()
+            except FileNotFoundError:
+                continue
 
     def pop(self, path: Path) -> None:
         """Drop the oldest batch once InfluxDB has it."""

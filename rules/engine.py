@@ -689,6 +689,15 @@ class RuleEngine:
     def kinds(self) -> list[KindState]:
         return self._kinds
 
+    def adopt_kind(self, other: RuleEngine, kind: str) -> None:
+        """Take the whole state of one kind (windows, detectors, levels) from `other`, an
+        engine built on the same rules and registry: a kind rebuilt late, once its history
+        could be read."""
+        if other.ruleset is not self.ruleset or other.registry is not self.registry:
+            raise ValueError("an engine of other rules or sensors has another layout")
+        k = next(i for i, ks in enumerate(self._kinds) if ks.kind == kind)
+        self._kinds[k] = other._kinds[k]
+
     @property
     def nodata(self) -> list[NoDataState]:
         return self._nodata

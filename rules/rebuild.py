@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,13 +48,15 @@ class RebuildStats:
 
 def rebuild(engine: RuleEngine, influx: InfluxV1, now_ms: int, cap_ms: int,
             progress: Callable[[str, int], None] | None = None,
-            spooled: Iterable[bytes] = ()) -> RebuildStats:
+            spooled: Iterable[bytes] = (), kinds: Collection[str] | None = None) -> RebuildStats:
     """Replay each kind's bounded history into `engine` (no warnings come out); `spooled`: the
-    line-protocol batches InfluxDB has not taken yet."""
+    line-protocol batches InfluxDB has not taken yet; `kinds`: only these (None: all)."""
     stats = RebuildStats()
     t0 = time.perf_counter()
     waiting = spool_history(spooled, now_ms - cap_ms)
     for ks in engine.kinds:
+        if kinds is not None and ks.kind not in kinds:
+            continue
         lookback = min(engine.lookback_ms(ks.kind), cap_ms)
         def counted(n: int, kind: str = ks.kind) -> None:
             if progress is not None:
@@ -87,18 +89,22 @@ def rebuild(engine: RuleEngine, influx: InfluxV1, now_ms: int, cap_ms: int,
 
 
 def reconcile(engine: RuleEngine, open_warnings: list[dict[str, Any]], now_ms: int,
-              foreign: frozenset[str] = frozenset(), rebuilt: set[str] | None = None) -> list[LevelChange]:
+              foreign: frozenset[str] = frozenset(), rebuilt: set[str] | None = None,
+              late: bool = False) -> list[LevelChange]:
     """Level changes that bring the stored warnings to the engine's levels.
 
     A stored warning of a rule that is no longer configured is lifted; `foreign` names rules
     raised elsewhere (ingest's warning about unregistered sensors), which are left alone.
     `rebuilt` names the kinds whose history was read (None: all): a rule of a kind whose
-    history could not be read keeps its stored warnings until its readings move it, rather
-    than being judged on an empty window.
+    history could not be read keeps its stored warnings until its history can be read, rather
+    than being judged on an empty window. `late`: those kinds were rebuilt while the pipeline
+    ran, so only their rules are compared (no-data levels and rules gone from the rule files
+    were settled at start).
     """
     stored = {(w["rule"], w["subject"]): Level(int(w["level"])) for w in open_warnings
               if w.get("pending_resolve") is None}
-    engine.seed_open(stored)
+    if not late:
+        engine.seed_open(stored)
     ours = engine.rule_ids()
     current = engine.all_levels()
     out: list[LevelChange] = []
@@ -107,7 +113,7 @@ def reconcile(engine: RuleEngine, open_warnings: list[dict[str, Any]], now_ms: i
         if rule in foreign:
             continue
         kind = engine.kind_of_rule(rule)
-        if rebuilt is not None and kind is not None and kind not in rebuilt:
+        if rebuilt is not None and (kind is not None or late) and kind not in rebuilt:
             continue
         before, after = stored.get(key, Level.NONE), current.get(key, Level.NONE)
         if before == after:

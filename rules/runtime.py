@@ -46,6 +46,12 @@ class RuleRuntime:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._down_since: float | None = None
+        # kinds whose history could not be read at start: their windows have a hole, so they
+        # lower no warning, and their history is tried again until it is read
+        self.without_history: set[str] = set()
+        self._influx_cfg: InfluxConfig | None = None
+        self._foreign: frozenset[str] = frozenset()
+        self._falls_logged: set[str] = set()
 
     @property
     def ruleset(self) -> RuleSet:
@@ -60,7 +66,23 @@ class RuleRuntime:
 
     def process(self, batch: ReadingBatch) -> list[LevelChange]:
         with self.lock:
-            return self.engine.process(batch, now_ms=self._now_ms())
+            changes = self.engine.process(batch, now_ms=self._now_ms())
+        return self._hold_falls(changes) if self.without_history else changes
+
+    def _hold_falls(self, changes: list[LevelChange]) -> list[LevelChange]:
+        """A fall judged on a window with a hole may be the hole: not passed on until the
+        history is read (rises are real: a window short of readings only undercounts)."""
+        kept = []
+        for c in changes:
+            if c.kind in self.without_history and c.after < c.before:
+                metrics.RULES_FALLS_HELD.labels(c.kind).inc()
+                if c.kind not in self._falls_logged:
+                    self._falls_logged.add(c.kind)
+                    log.warning("%s/%s would fall from %s to %s, judged without the %s history; held until "
+                                "it can be read", c.rule_id, c.subject, c.before.name, c.after.name, c.kind)
+                continue
+            kept.append(c)
+        return kept
 
     # --- start-up -----------------------------------------------------------------------------
 
@@ -74,12 +96,14 @@ class RuleRuntime:
                 # no history: the stored warnings stand until readings move them
                 self.engine.seed_open({(w["rule"], w["subject"]): Level(int(w["level"])) for w in open_warnings})
                 return []
+            self._influx_cfg, self._foreign = influx_cfg, foreign
             influx = make_reader(influx_cfg)
             try:
                 stats: RebuildStats = rebuild(self.engine, influx, now, int(self.cfg.rebuild_lookback_h * 3.6e6),
                                               spooled=spooled)
             finally:
                 influx.close()
+            self._without(set(ks.kind for ks in self.engine.kinds) - stats.rebuilt)
             log.info("rules state rebuilt from %d readings%s in %.2f s (%s)%s", stats.readings,
                      f" ({stats.spooled} of them waiting in the spool)" if stats.spooled else "", stats.seconds,
                      ", ".join(f"{k} {n}" for k, n in stats.kinds.items()) or "no history",
@@ -89,16 +113,62 @@ class RuleRuntime:
             log.info("restart: %d level change(s) bring the stored warnings up to date", len(changes))
         return changes
 
+    def _without(self, kinds: set[str]) -> None:
+        if kinds and kinds != self.without_history:
+            log.warning("rules of %s run without their history: they lower no warning until it is read "
+                        "(tried again every %.0f s)", ", ".join(sorted(kinds)), self.cfg.late_rebuild_interval_s)
+        self.without_history = kinds
+        metrics.RULES_WITHOUT_HISTORY.set(len(kinds))
+
+    def late_rebuild(self, open_warnings: Callable[[], list[dict[str, Any]]],
+                     spooled: Callable[[], Iterable[bytes]] = tuple) -> list[LevelChange]:
+        """Rebuild the kinds whose history could not be read at start, now that InfluxDB
+        answers: their state is replayed afresh from InfluxDB and the spool (which hold every
+        reading evaluated since, as the rules only see stored readings), taken over whole, and
+        lined up with the stored warnings. Live readings wait meanwhile."""
+        if not self.without_history or self._influx_cfg is None:
+            return []
+        influx = make_reader(self._influx_cfg)
+        try:
+            if not influx.ping():
+                return []
+            with self.lock:
+                now = self._now_ms()
+                fresh = RuleEngine(self.engine.ruleset, self.sensors, start_ms=self.engine.start_ms)
+                # the spool is read before InfluxDB: a batch replayed in between is in one or both
+                stats = rebuild(fresh, influx, now, int(self.cfg.rebuild_lookback_h * 3.6e6),
+                                spooled=list(spooled()), kinds=self.without_history)
+                for kind in stats.rebuilt:
+                    self.engine.adopt_kind(fresh, kind)
+                changes = reconcile(self.engine, open_warnings(), now, self._foreign, stats.rebuilt, late=True)
+                self._without(self.without_history - stats.rebuilt)
+        finally:
+            influx.close()
+        if stats.rebuilt:
+            log.warning("rules of %s rebuilt late from %d readings (%d of them from the spool) in %.2f s; "
+                        "%d level change(s) bring the stored warnings up to date", ", ".join(sorted(stats.rebuilt)),
+                        stats.readings, stats.spooled, stats.seconds, len(changes))
+        return changes
+
     # --- the timer ------------------------------------------------------------------------------
 
-    def start(self, emit: Emit, feed_up: Callable[[], bool] = lambda: True) -> None:
-        period = min(self.cfg.nodata_interval_s, self.cfg.reload_interval_s or self.cfg.nodata_interval_s)
+    def start(self, emit: Emit, feed_up: Callable[[], bool] = lambda: True,
+              open_warnings: Callable[[], list[dict[str, Any]]] = list,
+              spooled: Callable[[], Iterable[bytes]] = tuple) -> None:
+        period = min(self.cfg.nodata_interval_s, self.cfg.reload_interval_s or self.cfg.nodata_interval_s,
+                     self.cfg.late_rebuild_interval_s)
 
         def loop() -> None:
             last_nodata = last_reload = 0.0
+            last_rebuild = time.monotonic()  # start-up has just tried
             while not self._stop.wait(period):
                 now = time.monotonic()
                 try:
+                    if self.without_history and now - last_rebuild >= self.cfg.late_rebuild_interval_s:
+                        last_rebuild = now
+                        changes = self.late_rebuild(open_warnings, spooled)
+                        if changes:
+                            emit(changes)
                     if self.cfg.reload_interval_s and now - last_reload >= self.cfg.reload_interval_s:
                         last_reload = now
                         changes = self.reload()

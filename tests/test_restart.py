@@ -239,6 +239,74 @@ def test_restart_while_readings_wait_in_the_spool(own_servers: LocalServers, hoo
         db.close()
 
 
+def test_history_unreadable_at_start_is_read_once_influxdb_answers(
+    own_servers: LocalServers, hook: Hook, tmp_path: Path
+) -> None:
+    """The pipeline comes back before InfluxDB does (a power cut; InfluxDB takes minutes to load
+    its shards): the rules cannot read their history at start. Judged on an empty window, the
+    next reading would be 4 mm, not the 100 mm that makes red; once InfluxDB answers, the rain
+    history is read after all and red is raised."""
+    doc = config_doc(own_servers, "late", tmp_path / "state", hook, "restart-late")
+    doc["rule_engine"] = {"late_rebuild_interval_s": 0.5}
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    gauge = next(s for s in yaml.safe_load((sample_dir() / "sensors.yaml").read_text(encoding="utf-8"))["sensors"]
+                 if s["kind"] == "rain")
+    c = gauge["community"]
+    topic = f"ews/{c[:6]}/{c[:9]}/{c}/rain/{gauge['id']}"
+    start = (int(time.time() * 1000) - 25 * STEP) // STEP * STEP
+    series = [(start + k * STEP, 4.0) for k in range(25)]
+    want = cma(series)
+    assert want == [("open", "orange"), ("raise", "red")]  # red with the 25th reading
+
+    pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="late-pub")
+    pub.connect("127.0.0.1", own_servers.mqtt.port)
+    pub.loop_start()
+    db = InfluxV1(own_servers.influx_url, "late")
+    log = tmp_path / "pipeline.log"
+    run = Run(cfg, log)
+    try:
+        for t, v in series[:24]:
+            pub.publish(topic, orjson.dumps({"ts": t, "value": v}), qos=1).wait_for_publish(5)
+        assert wait_for(lambda: stored(db) == 24 and hook.seen("rainstorm") == want[:1]), hook.seen("rainstorm")
+        run.kill()
+        own_servers.influx.stop()
+        run = Run(cfg, log)
+        assert wait_for(lambda: "rules of gas, ponding, rain" in log.read_text(encoding="utf-8"))
+        t, v = series[24]
+        pub.publish(topic, orjson.dumps({"ts": t, "value": v}), qos=1).wait_for_publish(5)
+        assert wait_for(lambda: any((tmp_path / "state" / "spool").glob("*.lp")))
+        time.sleep(1.0)
+        assert hook.seen("rainstorm") == want[:1]  # 4 mm on an empty window: nothing to raise
+        own_servers.influx.start()
+        assert wait_for(lambda: hook.seen("rainstorm") == want, 30), hook.seen("rainstorm")
+        assert wait_for(lambda: stored(db) == 25)
+        assert "water_level rebuilt late from 25 readings (1 of them from the spool)" in log.read_text(encoding="utf-8")
+    finally:
+        run.stop()
+        pub.loop_stop()
+        db.close()
+
+
+def test_a_fall_judged_without_history_is_held(tmp_path: Path) -> None:
+    """InfluxDB unreadable: a rise on the window the pipeline has is passed on, a fall is not
+    (the hole may be all it shows)."""
+    cfg = Config(influxdb=InfluxConfig(url=f"http://127.0.0.1:{free_port()}", database="nowhere", timeout_s=2),
+                 registries=RegistryConfig.sample(), rule_engine=RuleEngineConfig())
+    sensors = SensorRegistry.load(sample_dir() / "sensors.yaml")
+    rt = RuleRuntime(cfg, sensors)
+    assert rt.rebuild(cfg.influxdb, []) == []
+    assert "rain" in rt.without_history
+    gauge = sensors.of_kind("rain")[0]
+    t0 = (int(time.time() * 1000) - 60 * STEP) // STEP * STEP
+    series = [(t0 + k * STEP, 4.0 if k < 13 else 0.0) for k in range(60)]  # 52 mm, then five dry hours
+    assert cma(series) == [("open", "orange"), ("lower", "yellow")]
+    idx = sensors.index[gauge.id]
+    changes = [c for t, v in series for c in rt.process(ReadingBatch.of([idx], [t], [v])) if c.rule_id == "rainstorm"]
+    assert [(c.before, c.after) for c in changes] == [(Level.NONE, Level.ORANGE)]
+    assert rt.engine.levels("rainstorm")[gauge.id] == Level.YELLOW  # the engine has moved; the fall is held
+
+
 def test_a_batch_both_stored_and_still_spooled_counts_once(servers: LocalServers, influx_db: str) -> None:
     """Killed after InfluxDB took a spooled batch and before the file was deleted: the batch is
     in both places at the next start, and its rain must not be counted twice."""
