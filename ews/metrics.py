@@ -21,6 +21,10 @@ EVENT_LAG = Histogram(
     "ews_ingest_event_lag_seconds", "Processing time minus event time of accepted readings",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60, 300, 3600, 86400),
 )
+HOST_CLOCK_BEHIND = Gauge(
+    "ews_ingest_host_clock_behind_seconds", "How far this host's clock is behind the sensors' (0: it is not); "
+    "readings are judged against theirs meanwhile"
+)
 QUEUE_BYTES = Gauge("ews_ingest_queue_bytes", "Payload bytes received and not yet processed")
 BACKPRESSURE_SECONDS = Counter(
     "ews_ingest_backpressure_seconds_total", "Time the MQTT thread waited for room in the receive queue"

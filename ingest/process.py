@@ -13,7 +13,9 @@ the receiving clock is rejected (`future_timestamp`); one older than `allowed_la
 under `late_policy: store`, stored in InfluxDB but not handed to the rules (too late to warn
 on; it still belongs in the record), or under `late_policy: reject` rejected (`too_old`). One
 older than the database's retention policy keeps is rejected (`beyond_retention`) under either
-policy: InfluxDB would leave it out of the write (ingest/refusal.py).
+policy: InfluxDB would leave it out of the write (ingest/refusal.py). When the sensors agree
+that it is this host's clock that is behind, "ahead" is judged against theirs
+(ingest/hostclock.py).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from ingest.decode import (
     simple_item,
     simple_reading,
 )
+from ingest.hostclock import FleetClock
 from ingest.reasons import Reason, Rejected, Rejection
 from ingest.senml import HEALTH, SenmlPack, is_senml
 from ingest.topics import Topic, parse_topic, topic_text
@@ -151,6 +154,7 @@ class MessageProcessor:
         self._unit_of = [kinds[s.kind].unit for s in sensors.sensors]
         self._lo = np.array([kinds[s.kind].min for s in sensors.sensors], np.float64)
         self._hi = np.array([kinds[s.kind].max for s in sensors.sensors], np.float64)
+        self.clock = FleetClock(len(sensors), self.future_tolerance_ms)
 
     # --- the batch ----------------------------------------------------------------------------
 
@@ -210,7 +214,9 @@ class MessageProcessor:
             for row, (b, r) in rows.health.items():
                 battery[row], rssi[row] = b, r
         bad_range = ~((self._lo[sensor] <= value) & (value <= self._hi[sensor]))
-        future = ts > now_ms + self.future_tolerance_ms
+        future = ts > now_ms + self.clock.behind_ms + self.future_tolerance_ms
+        if self.clock.due(now_ms) or future.any():
+            future = ts > now_ms + self.clock.observe(sensor, ts, now_ms) + self.future_tolerance_ms
         late = ts < now_ms - self.allowed_lateness_ms
         drop = bad_range | future
         if self._oldest_ms is not None:
@@ -240,7 +246,7 @@ class MessageProcessor:
             detail = f"{s.id}: value {v} outside the valid range of {s.kind} [{k.min}, {k.max}] {k.unit}"
         elif future:
             reason = Reason.FUTURE_TIMESTAMP
-            detail = f"{s.id}: ts {t} is {(t - now_ms) / 1000:.0f} s in the future"
+            detail = f"{s.id}: ts {t} is {(t - now_ms - self.clock.behind_ms) / 1000:.0f} s in the future"
         elif self._oldest_ms is not None and t < self._oldest_ms:
             reason = Reason.BEYOND_RETENTION
             detail = self._beyond_retention(s.id, t, now_ms)
@@ -339,7 +345,7 @@ class MessageProcessor:
             v = self.units.convert(r.value, r.unit, k.unit) if r.unit is not None else r.value
             if not k.min <= v <= k.max:
                 raise Rejected(Reason.OUT_OF_RANGE, f"{t.sensor}: value {v} outside [{k.min}, {k.max}] {k.unit}")
-            if r.ts_ms > now_ms + self.future_tolerance_ms:
+            if r.ts_ms > now_ms + self.clock.behind_ms + self.future_tolerance_ms:
                 raise Rejected(Reason.FUTURE_TIMESTAMP, f"{t.sensor}: ts {r.ts_ms} is in the future")
             if self._oldest_ms is not None and r.ts_ms < self._oldest_ms:
                 raise Rejected(Reason.BEYOND_RETENTION, self._beyond_retention(t.sensor, r.ts_ms, now_ms))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import orjson
@@ -147,6 +148,37 @@ def test_time_policy(mini_sensors: SensorRegistry, mini_regions: RegionRegistry)
     out = reject.process(msgs, now_ms=NOW)
     assert out.value.tolist() == [2.0, 3.0]
     assert reasons(out) == [Reason.TOO_OLD, Reason.FUTURE_TIMESTAMP]
+
+
+def test_a_host_clock_behind_the_fleet_rejects_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """After a power cut this host's clock is 20 minutes behind: every reading looks ahead. The
+    sensors agree with each other, so readings are judged against their clock, and one sensor
+    ahead of them is still rejected; a few sensors ahead of the host are just those sensors."""
+    from ews import metrics
+    from ews.config import RegistryConfig
+
+    reg = RegistryConfig.sample().load()
+    sensors = [s for s in reg.sensors.sensors if s.kind in ("gas", "rain")][:20]
+
+    def msg(s: Any, ts: int, v: float = 1.0) -> tuple[str, bytes]:
+        return (f"ews/{s.district}/{s.street}/{s.community}/{s.kind}/{s.id}", orjson.dumps({"ts": ts, "value": v}))
+
+    behind = 20 * 60_000
+    proc = MessageProcessor(reg.sensors, reg.regions)
+    with caplog.at_level("ERROR", logger="ingest.hostclock"):
+        out = proc.process([msg(s, NOW + behind) for s in sensors] + [msg(sensors[0], NOW + behind + 600_000, 2.0)],
+                           now_ms=NOW)
+    assert len(out) == 20 and out.ts_ms.tolist() == [NOW + behind] * 20
+    assert reasons(out) == [Reason.FUTURE_TIMESTAMP] and "600 s in the future" in out.rejections[0].detail
+    assert proc.clock.behind_ms == behind and metrics.HOST_CLOCK_BEHIND._value.get() == behind / 1000
+    assert "this host's clock is 1200 s behind the sensors'" in caplog.text
+    # NTP mends the clock: judged against the host's clock again
+    out = proc.process([msg(s, NOW + behind + 60_000) for s in sensors], now_ms=NOW + behind + 60_000)
+    assert len(out) == 20 and proc.clock.behind_ms == 0
+
+    few = MessageProcessor(reg.sensors, reg.regions)
+    out = few.process([msg(s, NOW + (behind if i < 3 else 0)) for i, s in enumerate(sensors)], now_ms=NOW)
+    assert len(out) == 17 and reasons(out) == [Reason.FUTURE_TIMESTAMP] * 3 and few.clock.behind_ms == 0
 
 
 def test_unregistered_sensor_policy(mini_sensors: SensorRegistry, mini_regions: RegionRegistry) -> None:
