@@ -30,6 +30,10 @@ BACKPRESSURE_SECONDS = Counter(
     "ews_ingest_backpressure_seconds_total", "Time the MQTT thread waited for room in the receive queue"
 )
 ACKS = Counter("ews_ingest_acks_total", "QoS 1 messages acknowledged to the broker")
+SESSIONS_LOST = Counter(
+    "ews_mqtt_sessions_lost_total", "Connections on which the broker had not kept this pipeline's session: what it "
+    "was sent for us meanwhile is lost at the broker"
+)
 INFLIGHT_WINDOW = Gauge(
     "ews_ingest_inflight_window", "Unacknowledged messages the broker stops at, known or learned (0: none seen)"
 )

@@ -126,6 +126,8 @@ class Collector:
         self._stop = threading.Event()
         folder = Path(spool_dir or ingest_cfg.spool_dir or Path(".state/pipeline/spool"))
         self.sinks = {False: self._sink(influx_cfg.database, folder, "main")}
+        # which broker kept a session for us before: a connect without it then means loss
+        self._session_file = folder / "mqtt-session"
         if mqtt_cfg.drill_root:
             # drill readings are kept apart, never in the real series
             drill_db = influx_cfg.drill_database or f"{influx_cfg.database}_drill"
@@ -196,10 +198,35 @@ class Collector:
         self._window.forget()
         self._released_at = time.monotonic()
         metrics.INFLIGHT_WINDOW.set(self._window.limit or 0)
+        resumed = bool(getattr(_flags, "session_present", False))
+        if not resumed and (self._generation > 1 or self._had_session()):
+            metrics.SESSIONS_LOST.inc()
+            log.error("the broker at %s:%d had not kept this pipeline's session (%s): what it was sent for us while "
+                      "we were away is lost at the broker; check that it keeps sessions and their messages across "
+                      "restarts (Mosquitto: persistence, persistent_client_expiration; EMQX: session expiry)",
+                      self.cfg.host, self.cfg.port, self.cfg.client_id)
         client.subscribe([(f, 1) for f in self.subscriptions])
         self._connected.set()
-        log.info("MQTT connected to %s:%d (MQTT %s, session kept), subscribed %s",
-                 self.cfg.host, self.cfg.port, self.cfg.protocol, self.subscriptions)
+        log.info("MQTT connected to %s:%d (MQTT %s, %s), subscribed %s", self.cfg.host, self.cfg.port,
+                 self.cfg.protocol, "session resumed" if resumed else "new session", self.subscriptions)
+        self._note_session()
+
+    def _session_key(self) -> str:
+        return f"{self.cfg.client_id} {self.cfg.host}:{self.cfg.port}\n"
+
+    def _had_session(self) -> bool:
+        """Whether an earlier run had a session with this broker under this client id."""
+        try:
+            return self._session_file.read_text() == self._session_key()
+        except OSError:
+            return False
+
+    def _note_session(self) -> None:
+        if not self._had_session():
+            try:
+                self._session_file.write_text(self._session_key())
+            except OSError as exc:  # only the check above is lost
+                log.warning("could not note the MQTT session in %s: %s", self._session_file, exc)
 
     @property
     def subscriptions(self) -> list[str]:

@@ -171,6 +171,56 @@ def test_mosquitto_restarted(own_servers: LocalServers, mini: MessageProcessor, 
         col.stop()
 
 
+def test_a_broker_that_lost_our_session_is_reported(own_servers: LocalServers, mini: MessageProcessor,
+                                                    tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A broker restarted without its saved state (persistence off, its disk wiped) has dropped
+    our session and what it held for us: nothing the pipeline can recover, but it must say so,
+    since the guarantee of nothing lost rests on that broker setting. A broker that kept the
+    session, across its own restart or ours, is not reported."""
+    from ews import metrics
+
+    lost = metrics.SESSIONS_LOST._value.get
+    before = lost()
+    col = collector(own_servers, mini, tmp_path, "session")
+    col.start()
+    try:
+        assert wait_for(lambda: col._connected.is_set(), 20)
+        generation = col._generation
+        own_servers.mqtt.restart()  # saves and reloads its state: the session is kept
+        assert wait_for(lambda: col._generation > generation and col._connected.is_set(), 20)
+        assert lost() == before
+        generation = col._generation
+        own_servers.mqtt.stop()
+        for saved in own_servers.mqtt.data_dir.glob("*.db"):
+            saved.unlink()
+        with caplog.at_level("ERROR", logger="ingest.collector"):
+            own_servers.mqtt.start()
+            assert wait_for(lambda: col._generation > generation and col._connected.is_set(), 20)
+        assert lost() == before + 1
+        assert "had not kept this pipeline's session (fault-session)" in caplog.text
+    finally:
+        col.stop()
+    # the next run of the pipeline: the broker kept the session it made just now
+    again = collector(own_servers, mini, tmp_path, "session")
+    again.start()
+    try:
+        assert wait_for(lambda: again._connected.is_set(), 20)
+        assert lost() == before + 1
+    finally:
+        again.stop()
+    own_servers.mqtt.stop()
+    for saved in own_servers.mqtt.data_dir.glob("*.db"):
+        saved.unlink()
+    own_servers.mqtt.start()
+    third = collector(own_servers, mini, tmp_path, "session")  # a run that finds its session gone
+    third.start()
+    try:
+        assert wait_for(lambda: third._connected.is_set(), 20)
+        assert lost() == before + 2
+    finally:
+        third.stop()
+
+
 def test_pipeline_killed_and_restarted(own_servers: LocalServers, tmp_path: Path) -> None:
     cfg = {
         "mqtt": {"port": own_servers.mqtt.port, "client_id": "fault-pipeline", "subscriptions": ["ews/440106/#"]},
