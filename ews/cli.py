@@ -25,6 +25,7 @@ def _setup_logging(verbose: bool) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from ews.config import load_config
     from ews.pipeline import Pipeline
+    from ews.statelock import FolderInUse
 
     config = load_config(args.config)
     if args.metrics_port:
@@ -37,7 +38,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"ews run: cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {exc.strerror or exc} "
                   f"(each pipeline on a host needs its own --metrics-port)", file=sys.stderr)
             return 1
-    pipeline = Pipeline(config)
+    try:
+        pipeline = Pipeline(config)
+    except FolderInUse as exc:
+        print(f"ews run: {exc}", file=sys.stderr)
+        return 1
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ews import heap, metrics
+from ews import heap, metrics, statelock
 from ews.config import Config
 from ews.latest import LatestReadings
 from ews.levels import Level
@@ -51,7 +51,8 @@ class Pipeline:
         self.latest = LatestReadings(len(self.sensors))  # newest reading per sensor, for the API
         # the rules in force: hot reload, profiles by date, no-data timer (rules/runtime.py)
         self.rules = RuleRuntime(cfg, self.sensors)
-        Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)
+        # before anything in it is opened: one pipeline process per state
+        self._state = statelock.claim(Path(cfg.state_dir), "state_dir")
         self.store = Store(Path(cfg.state_dir) / "warnings.sqlite")
         self.channels = build_channels(cfg.notifiers.channels)
         self.channels.update(channels or {})
@@ -211,6 +212,7 @@ class Pipeline:
                 ch.close()  # HTTP pools, the devices' MQTT client, the CAP feed server
             except Exception:
                 log.exception("closing channel %s failed", ch.name)
+        statelock.release(self._state)
 
     def idle(self) -> bool:
         """Nothing queued in ingest and nothing due in the outbox."""

@@ -45,7 +45,7 @@ import numpy as np
 import orjson
 import paho.mqtt.client as mqtt
 
-from ews import metrics
+from ews import metrics, statelock
 from ews.config import InfluxConfig, IngestConfig, MqttConfig
 from ews.levels import Level
 from ews.models import LevelChange, ReadingBatch
@@ -125,6 +125,8 @@ class Collector:
         self.on_device = on_device
         self._stop = threading.Event()
         folder = Path(spool_dir or ingest_cfg.spool_dir or Path(".state/pipeline/spool"))
+        # before the spool reads its folder (and deletes what looks like a crash's leftovers)
+        self._folder = statelock.claim(folder, "spool folder")
         self.sinks = {False: self._sink(influx_cfg.database, folder, "main")}
         # which broker kept a session for us before: a connect without it then means loss
         self._session_file = folder / "mqtt-session"
@@ -299,6 +301,7 @@ class Collector:
         self.client.loop_stop()
         for sink in self.sinks.values():
             sink.close()
+        statelock.release(self._folder)
 
     @property
     def pending(self) -> int:

@@ -307,6 +307,34 @@ def test_a_fall_judged_without_history_is_held(tmp_path: Path) -> None:
     assert rt.engine.levels("rainstorm")[gauge.id] == Level.YELLOW  # the engine has moved; the fall is held
 
 
+def test_a_second_pipeline_on_the_same_state_is_refused(
+    servers: LocalServers, influx_db: str, hook: Hook, tmp_path: Path
+) -> None:
+    """Started twice (a service and a copy by hand), it would send every warning twice and the
+    two spools would write over each other's files: the second start is refused, naming the
+    first, and so is one that shares only the spool folder."""
+    doc = config_doc(servers, influx_db, tmp_path / "state", hook, "twice-1")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    run = Run(cfg, tmp_path / "first.log")
+    try:
+        second = subprocess.run([sys.executable, "-m", "ews.cli", "run", "--config", str(cfg)],
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert f"state_dir {tmp_path / 'state'} is in use by another pipeline process (pid {run.proc.pid})" \
+            in second.stderr
+        doc2 = config_doc(servers, influx_db, tmp_path / "state2", hook, "twice-2")
+        doc2["ingest"] = {"spool_dir": str(tmp_path / "state" / "spool")}
+        cfg2 = tmp_path / "config2.yaml"
+        cfg2.write_text(yaml.safe_dump(doc2), encoding="utf-8")
+        third = subprocess.run([sys.executable, "-m", "ews.cli", "run", "--config", str(cfg2)],
+                               capture_output=True, text=True, timeout=60)
+        assert third.returncode == 1 and "spool folder" in third.stderr and str(run.proc.pid) in third.stderr
+        assert run.proc.poll() is None  # the first runs on
+    finally:
+        run.stop()
+
+
 def test_a_batch_both_stored_and_still_spooled_counts_once(servers: LocalServers, influx_db: str) -> None:
     """Killed after InfluxDB took a spooled batch and before the file was deleted: the batch is
     in both places at the next start, and its rain must not be counted twice."""
