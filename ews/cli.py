@@ -138,6 +138,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 2
 
 
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from ews.quarantine_cmd import run_quarantine
+
+    return run_quarantine(args)
+
+
 def cmd_silence(args: argparse.Namespace) -> int:
     from ews.silence_cmd import run_silence
 
@@ -280,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--drill", action="store_true", help="report on drill warnings instead of real ones")
     report.add_argument("--out", default="ews-report", help="write OUT.csv and OUT.png (default: ews-report)")
     report.set_defaults(fn=cmd_report)
+
+    quarantine = sub.add_parser("quarantine", help="readings InfluxDB refused to store: list them, or send them "
+                                "again once the cause is mended")
+    quarantine.add_argument("action", choices=["list", "replay"])
+    quarantine.add_argument("--config", required=True, type=Path, help="the pipeline's configuration")
+    quarantine.set_defaults(fn=cmd_quarantine)
 
     silence = sub.add_parser("silence", help="silences and maintenance windows (notifications held back)")
     silence.add_argument("action", choices=["add", "list", "cancel"])

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from ews.config import InfluxConfig, IngestConfig, MqttConfig
+from ews.config import InfluxConfig, IngestConfig, MqttConfig, sample_dir
 from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
 from ews.servers import InfluxServer, LocalServers, VictoriaServer, influxdb
@@ -310,3 +310,45 @@ def test_a_server_without_the_buckets_api_leaves_the_retention_unknown(
     assert sink.retention_ms is None
     assert sink.store(rain([1_764_300_000_000], "RG-RETENTION"), 1) == "written"  # a series of its own
     sink.close()
+
+
+def test_the_quarantine_is_sent_again_once_the_cause_is_mended(
+    servers: LocalServers, influx_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`ews quarantine replay` sends with the pipeline's own database and millisecond precision
+    (by hand, forgetting `precision=ms` puts every reading in 1970): what InfluxDB takes is
+    deleted, what it still refuses stays, and once the cause is gone it goes in too."""
+    import yaml
+
+    from ews.cli import main
+
+    now = int(time.time() * 1000) // 1000 * 1000
+    db = InfluxV1(servers.influx_url, influx_db)
+    db.create_database()
+    db.write(f"gas,sensor=GS-X value=1i {now}\n".encode())  # gas first written as an integer
+    folder = tmp_path / "state" / "spool" / "quarantine"
+    folder.mkdir(parents=True)
+    good, clash = rain([now - 60_000, now - 120_000]), f"gas,sensor=GS-X value=2.5 {now - 1000}\n".encode()
+    (folder / "000000000001-2.lp").write_bytes(good)
+    (folder / "000000000002-1.lp").write_bytes(clash)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"influxdb": {"url": servers.influx_url, "database": influx_db},
+                                   "state_dir": str(tmp_path / "state"),
+                                   "registries": {"regions": str(sample_dir() / "regions.yaml"),
+                                                  "sensors": str(sample_dir() / "sensors.yaml")}}))
+    try:
+        assert main(["quarantine", "list", "--config", str(cfg)]) == 0
+        assert "2 files, 3 readings" in capsys.readouterr().out
+        assert main(["quarantine", "replay", "--config", str(cfg)]) == 1
+        out = capsys.readouterr().out
+        assert "field type conflict" in out and "2 readings stored; 1 still refused" in out
+        assert sorted(p.name for p in folder.iterdir()) == ["000000000002-1.lp"]
+        series = db.query(f'SELECT "value" FROM "rain" WHERE time > {now - 3_600_000}ms')
+        assert sorted(row[0] for row in series[0]["values"]) == [now - 120_000, now - 60_000]  # their own times
+        db.query('DROP MEASUREMENT "gas"', method="POST")  # the cause mended
+        assert main(["quarantine", "replay", "--config", str(cfg)]) == 0
+        assert not list(folder.iterdir()) and db.count("gas") == 1
+        assert main(["quarantine", "list", "--config", str(cfg)]) == 0
+        assert "the quarantine is empty" in capsys.readouterr().out
+    finally:
+        db.close()
