@@ -331,7 +331,7 @@ class MessageProcessor:
     def _unregistered(self, out: list[Unregistered], t: Topic, doc: Any, now_ms: int) -> None:
         assert t.kind is not None and t.sensor is not None
         if is_senml(doc):
-            pack = SenmlPack(doc, now_ms)
+            pack = SenmlPack(doc, now_ms + self.clock.behind_ms)  # receipt, by the best clock known
             if pack.errors:
                 raise pack.errors[0][1]
             bad = [r.measure for r in pack.records if r.measure not in ("", t.kind)]
@@ -419,7 +419,7 @@ class MessageProcessor:
         now_ms: int, sensor_idx: int | None = None, prefix: str | None = None,
     ) -> None:
         """A SenML pack on a per-sensor topic (`sensor_idx`) or a gateway topic (`prefix`)."""
-        pack = SenmlPack(doc, now_ms)
+        pack = SenmlPack(doc, now_ms + self.clock.behind_ms)  # receipt, by the best clock known
         health: list[tuple[int, int, str, float]] = []  # (record index, sensor, measure, value)
         health_ts: list[int] = []
         at: dict[tuple[int, int], int] = {}  # (sensor, ts) -> row of its reading

@@ -172,6 +172,11 @@ def test_a_host_clock_behind_the_fleet_rejects_nothing(caplog: pytest.LogCapture
     assert reasons(out) == [Reason.FUTURE_TIMESTAMP] and "600 s in the future" in out.rejections[0].detail
     assert proc.clock.behind_ms == behind and metrics.HOST_CLOCK_BEHIND._value.get() == behind / 1000
     assert "this host's clock is 1200 s behind the sensors'" in caplog.text
+    # SenML times relative to receipt are stamped by the sensors' clock too
+    s = sensors[1]
+    pack = [{"bn": f"urn:dev:id:{s.id}:", "n": s.kind, "v": 0.5, "t": -60}]
+    out = proc.process([(msg(s, 0)[0], orjson.dumps(pack))], now_ms=NOW + 1000)
+    assert out.rejections == [] and out.ts_ms.tolist() == [NOW + 1000 + behind - 60_000]
     # NTP mends the clock: judged against the host's clock again
     out = proc.process([msg(s, NOW + behind + 60_000) for s in sensors], now_ms=NOW + behind + 60_000)
     assert len(out) == 20 and proc.clock.behind_ms == 0
