@@ -68,6 +68,10 @@ def influx_history(influx: InfluxV1, kind: str, since_ms: int, until_ms: int,
                             return pd.DataFrame({c: [] for c in COLUMNS})
                         raise HistoryError(f"InfluxQL error: {res['error']}")
                     for series in res.get("series", []):
+                        if series.get("columns", [])[:2] != ["time", "value"]:
+                            # VictoriaMetrics answers every /query with its list of databases
+                            raise HistoryError(f"/query answered {str(series)[:200]} instead of readings: "
+                                               f"the server does not speak InfluxQL")
                         rows = series.get("values") or []
                         if not rows:
                             continue

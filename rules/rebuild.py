@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 class RebuildStats:
     readings: int = 0
     spooled: int = 0  # of them, read from the spool
+    unreachable: bool = False  # InfluxDB did not answer at all (rather than answer with an error)
     rebuilt: set[str] = field(default_factory=set)  # kinds whose history was read
     seconds: float = 0.0
     kinds: dict[str, int] = field(default_factory=dict)
@@ -68,6 +69,7 @@ def rebuild(engine: RuleEngine, influx: InfluxV1, now_ms: int, cap_ms: int,
             stats.errors.append(f"{ks.kind}: {exc}")
             log.error("rebuild: could not read %s history: %s", ks.kind, exc)
             if exc.unreachable:
+                stats.unreachable = True
                 break  # the other kinds would only wait for the same timeout
             continue
         extra = waiting.get(ks.kind)

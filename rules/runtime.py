@@ -46,9 +46,12 @@ class RuleRuntime:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._down_since: float | None = None
-        # kinds whose history could not be read at start: their windows have a hole, so they
-        # lower no warning, and their history is tried again until it is read
+        # kinds whose history could not be read at start: their windows have a hole, and their
+        # history is tried again until it is read; while InfluxDB does not answer at all (it
+        # is starting, or down) they lower no warning
         self.without_history: set[str] = set()
+        self.holding_falls = False
+        self.late_every_s = self.cfg.late_rebuild_interval_s  # longer while InfluxDB answers with errors
         self._influx_cfg: InfluxConfig | None = None
         self._foreign: frozenset[str] = frozenset()
         self._falls_logged: set[str] = set()
@@ -67,7 +70,7 @@ class RuleRuntime:
     def process(self, batch: ReadingBatch) -> list[LevelChange]:
         with self.lock:
             changes = self.engine.process(batch, now_ms=self._now_ms())
-        return self._hold_falls(changes) if self.without_history else changes
+        return self._hold_falls(changes) if self.holding_falls else changes
 
     def _hold_falls(self, changes: list[LevelChange]) -> list[LevelChange]:
         """A fall judged on a window with a hole may be the hole: not passed on until the
@@ -103,7 +106,7 @@ class RuleRuntime:
                                               spooled=spooled)
             finally:
                 influx.close()
-            self._without(set(ks.kind for ks in self.engine.kinds) - stats.rebuilt)
+            self._without(set(ks.kind for ks in self.engine.kinds) - stats.rebuilt, stats.unreachable)
             log.info("rules state rebuilt from %d readings%s in %.2f s (%s)%s", stats.readings,
                      f" ({stats.spooled} of them waiting in the spool)" if stats.spooled else "", stats.seconds,
                      ", ".join(f"{k} {n}" for k, n in stats.kinds.items()) or "no history",
@@ -113,11 +116,15 @@ class RuleRuntime:
             log.info("restart: %d level change(s) bring the stored warnings up to date", len(changes))
         return changes
 
-    def _without(self, kinds: set[str]) -> None:
-        if kinds and kinds != self.without_history:
-            log.warning("rules of %s run without their history: they lower no warning until it is read "
-                        "(tried again every %.0f s)", ", ".join(sorted(kinds)), self.cfg.late_rebuild_interval_s)
+    def _without(self, kinds: set[str], unreachable: bool) -> None:
+        hold = bool(kinds) and unreachable
+        if kinds and (kinds != self.without_history or hold != self.holding_falls):
+            log.warning("rules of %s run without their history (tried again every %.0f s): %s",
+                        ", ".join(sorted(kinds)), self.cfg.late_rebuild_interval_s,
+                        "InfluxDB does not answer; they lower no warning until it does" if hold else
+                        "InfluxDB answers but cannot give it; they judge on what arrives, falls included")
         self.without_history = kinds
+        self.holding_falls = hold
         metrics.RULES_WITHOUT_HISTORY.set(len(kinds))
 
     def late_rebuild(self, open_warnings: Callable[[], list[dict[str, Any]]],
@@ -131,7 +138,7 @@ class RuleRuntime:
         influx = make_reader(self._influx_cfg)
         try:
             if not influx.ping():
-                return []
+                return []  # still down: falls stay held
             with self.lock:
                 now = self._now_ms()
                 fresh = RuleEngine(self.engine.ruleset, self.sensors, start_ms=self.engine.start_ms)
@@ -140,8 +147,11 @@ class RuleRuntime:
                                 spooled=list(spooled()), kinds=self.without_history)
                 for kind in stats.rebuilt:
                     self.engine.adopt_kind(fresh, kind)
+                # an answer that is an error will not mend itself soon: ask less often, up to 10 min
+                self.late_every_s = (self.cfg.late_rebuild_interval_s if stats.rebuilt or stats.unreachable
+                                     else min(2 * self.late_every_s, max(600.0, self.cfg.late_rebuild_interval_s)))
                 changes = reconcile(self.engine, open_warnings(), now, self._foreign, stats.rebuilt, late=True)
-                self._without(self.without_history - stats.rebuilt)
+                self._without(self.without_history - stats.rebuilt, stats.unreachable)
         finally:
             influx.close()
         if stats.rebuilt:
@@ -164,7 +174,7 @@ class RuleRuntime:
             while not self._stop.wait(period):
                 now = time.monotonic()
                 try:
-                    if self.without_history and now - last_rebuild >= self.cfg.late_rebuild_interval_s:
+                    if self.without_history and now - last_rebuild >= self.late_every_s:
                         last_rebuild = now
                         changes = self.late_rebuild(open_warnings, spooled)
                         if changes:

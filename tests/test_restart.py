@@ -34,13 +34,14 @@ from ews.levels import Level
 from ews.models import ReadingBatch
 from ews.pipeline import Pipeline
 from ews.sensors import SensorRegistry
-from ews.servers import LocalServers, free_port, influxdb, mosquitto
+from ews.servers import LocalServers, VictoriaServer, free_port, influxdb, mosquitto
 from ingest.influx_v1 import InfluxV1
 from rules.engine import RuleEngine
 from rules.loader import load_rules
 from rules.rebuild import rebuild
 from rules.runtime import RuleRuntime
 
+from .conftest import VICTORIA_PASSWORD, VICTORIA_USER
 from .httpstub import Hook
 from .waiting import wait_for
 
@@ -333,6 +334,28 @@ def test_a_second_pipeline_on_the_same_state_is_refused(
         assert run.proc.poll() is None  # the first runs on
     finally:
         run.stop()
+
+
+def test_history_a_server_cannot_give_holds_nothing_back(victoria: VictoriaServer,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that answers but has no InfluxQL (VictoriaMetrics here) will not give the history
+    by waiting: the rules judge on what arrives, falls included, and ask again less often."""
+    cfg = Config(influxdb=InfluxConfig(url=victoria.url, database="ews", username=VICTORIA_USER,
+                                       password_env="EWS_TEST_VM_PASSWORD", timeout_s=5),
+                 registries=RegistryConfig.sample(), rule_engine=RuleEngineConfig())
+    monkeypatch.setenv("EWS_TEST_VM_PASSWORD", VICTORIA_PASSWORD)
+    sensors = SensorRegistry.load(sample_dir() / "sensors.yaml")
+    rt = RuleRuntime(cfg, sensors)
+    assert rt.rebuild(cfg.influxdb, []) == []
+    assert "rain" in rt.without_history and not rt.holding_falls
+    gauge = sensors.of_kind("rain")[0]
+    t0 = (int(time.time() * 1000) - 60 * STEP) // STEP * STEP
+    series = [(t0 + k * STEP, 4.0 if k < 13 else 0.0) for k in range(60)]
+    idx = sensors.index[gauge.id]
+    changes = [c for t, v in series for c in rt.process(ReadingBatch.of([idx], [t], [v])) if c.rule_id == "rainstorm"]
+    assert [(c.before, c.after) for c in changes] == [(Level.NONE, Level.ORANGE), (Level.ORANGE, Level.YELLOW)]
+    every = rt.late_every_s
+    assert rt.late_rebuild(list) == [] and rt.late_every_s == 2 * every
 
 
 def test_a_batch_both_stored_and_still_spooled_counts_once(servers: LocalServers, influx_db: str) -> None:
