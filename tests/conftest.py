@@ -10,7 +10,7 @@ import pytest
 
 from ews.regions import RegionFile, RegionRegistry
 from ews.sensors import Sensor, SensorRegistry
-from ews.servers import LocalServers, VictoriaServer, local_servers, victoria_metrics
+from ews.servers import LocalServers, VictoriaServer, influxdb, local_servers, mosquitto, victoria_metrics
 
 DISTRICT, STREET_A, STREET_B = "440106", "440106001", "440106002"
 COMM_A1, COMM_A2, COMM_B1 = "440106001001", "440106001002", "440106002001"
@@ -61,6 +61,18 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServers]:
     """Real Mosquitto and InfluxDB on free loopback ports for the whole session."""
     with local_servers(Path(tmp_path_factory.mktemp("servers"))) as s:
         yield s
+
+
+@pytest.fixture
+def own_servers(tmp_path: Path) -> Iterator[LocalServers]:
+    """Mosquitto and InfluxDB of one test alone, for tests that stop, restart or wipe them."""
+    s = LocalServers(mosquitto(tmp_path / "srv"), influxdb(tmp_path / "srv"))
+    s.mqtt.start()
+    s.influx.start()
+    try:
+        yield s
+    finally:
+        s.stop()
 
 
 _db_counter = itertools.count()

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -25,7 +25,7 @@ import yaml
 from ews.config import InfluxConfig, IngestConfig, MqttConfig, RegistryConfig, sample_dir
 from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
-from ews.servers import LocalServers, influxdb, mosquitto
+from ews.servers import LocalServers
 from ingest.collector import Collector
 from ingest.influx_v1 import InfluxV1
 from ingest.process import MessageProcessor
@@ -36,15 +36,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 Point = tuple[str, int, float]  # sensor, ts_ms, value
 
 
-@pytest.fixture
-def own_servers(tmp_path: Path) -> Iterator[LocalServers]:
-    s = LocalServers(mosquitto(tmp_path / "srv"), influxdb(tmp_path / "srv"))
-    s.mqtt.start()
-    s.influx.start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 
@@ -181,44 +172,37 @@ def test_a_broker_that_lost_our_session_is_reported(own_servers: LocalServers, m
 
     lost = metrics.SESSIONS_LOST._value.get
     before = lost()
-    col = collector(own_servers, mini, tmp_path, "session")
-    col.start()
-    try:
-        assert wait_for(lambda: col._connected.is_set(), 20)
-        generation = col._generation
-        own_servers.mqtt.restart()  # saves and reloads its state: the session is kept
-        assert wait_for(lambda: col._generation > generation and col._connected.is_set(), 20)
-        assert lost() == before
-        generation = col._generation
+
+    def wipe_broker() -> None:
         own_servers.mqtt.stop()
         for saved in own_servers.mqtt.data_dir.glob("*.db"):
             saved.unlink()
-        with caplog.at_level("ERROR", logger="ingest.collector"):
-            own_servers.mqtt.start()
-            assert wait_for(lambda: col._generation > generation and col._connected.is_set(), 20)
-        assert lost() == before + 1
-        assert "had not kept this pipeline's session (fault-session)" in caplog.text
-    finally:
-        col.stop()
-    # the next run of the pipeline: the broker kept the session it made just now
-    again = collector(own_servers, mini, tmp_path, "session")
-    again.start()
-    try:
-        assert wait_for(lambda: again._connected.is_set(), 20)
-        assert lost() == before + 1
-    finally:
-        again.stop()
-    own_servers.mqtt.stop()
-    for saved in own_servers.mqtt.data_dir.glob("*.db"):
-        saved.unlink()
-    own_servers.mqtt.start()
-    third = collector(own_servers, mini, tmp_path, "session")  # a run that finds its session gone
-    third.start()
-    try:
-        assert wait_for(lambda: third._connected.is_set(), 20)
-        assert lost() == before + 2
-    finally:
-        third.stop()
+        own_servers.mqtt.start()
+
+    def one_run(then: Callable[[Collector], None] = lambda col: None) -> None:
+        col = collector(own_servers, mini, tmp_path, "session")
+        col.start()
+        try:
+            assert wait_for(lambda: col._connected.is_set(), 20)
+            then(col)
+        finally:
+            col.stop()
+
+    def broker_restarts(col: Collector) -> None:
+        for restart, counted in ((own_servers.mqtt.restart, 0), (wipe_broker, 1)):  # kept, then lost
+            generation = col._generation
+            with caplog.at_level("ERROR", logger="ingest.collector"):
+                restart()
+                assert wait_for(lambda g=generation: col._generation > g and col._connected.is_set(), 20)
+            assert lost() == before + counted
+
+    one_run(broker_restarts)
+    assert "had not kept this pipeline's session (fault-session)" in caplog.text
+    one_run()  # the next run of the pipeline: the broker kept the session made just now
+    assert lost() == before + 1
+    wipe_broker()
+    one_run()  # a run that finds its session gone
+    assert lost() == before + 2
 
 
 def test_pipeline_killed_and_restarted(own_servers: LocalServers, tmp_path: Path) -> None:

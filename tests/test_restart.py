@@ -34,7 +34,7 @@ from ews.levels import Level
 from ews.models import ReadingBatch
 from ews.pipeline import Pipeline
 from ews.sensors import SensorRegistry
-from ews.servers import LocalServers, VictoriaServer, free_port, influxdb, mosquitto
+from ews.servers import LocalServers, VictoriaServer, free_port
 from ingest.influx_v1 import InfluxV1
 from rules.engine import RuleEngine
 from rules.loader import load_rules
@@ -117,15 +117,31 @@ class Run:
                 self.kill()
 
 
+class RainGauge:
+    """The sample's first rain gauge, and a QoS 1 publisher of its readings."""
+
+    def __init__(self, port: int, client_id: str):
+        self.sensor = next(s for s in yaml.safe_load((sample_dir() / "sensors.yaml").read_text(encoding="utf-8"))
+                           ["sensors"] if s["kind"] == "rain")
+        c = self.sensor["community"]
+        self.topic = f"ews/{c[:6]}/{c[:9]}/{c}/rain/{self.sensor['id']}"
+        self.pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.pub.connect("127.0.0.1", port)
+        self.pub.loop_start()
+
+    def send(self, series: list[tuple[int, float]]) -> None:
+        for t, v in series:
+            self.pub.publish(self.topic, orjson.dumps({"ts": t, "value": v}), qos=1).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.pub.loop_stop()
+
+
 def test_kill_inside_a_3h_accumulation(servers: LocalServers, influx_db: str, hook: Hook, tmp_path: Path) -> None:
     doc = config_doc(servers, influx_db, tmp_path / "state", hook, "restart-pipeline")
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(doc), encoding="utf-8")
     pipeline_cfg = Config.model_validate(doc)
-    gauge = next(s for s in yaml.safe_load((sample_dir() / "sensors.yaml").read_text(encoding="utf-8"))["sensors"]
-                 if s["kind"] == "rain")
-    c = gauge["community"]
-    topic = f"ews/{c[:6]}/{c[:9]}/{c}/rain/{gauge['id']}"
     # 4 mm every 5 minutes for 3 hours, ending now: orange at 52 mm (13th reading), red at 100
     start = (int(time.time() * 1000) - 36 * STEP) // STEP * STEP
     series = [(start + k * STEP, 4.0) for k in range(36)]
@@ -134,19 +150,15 @@ def test_kill_inside_a_3h_accumulation(servers: LocalServers, influx_db: str, ho
     # without the rebuild the second half alone would reach 72 mm: orange again, never red
     assert cma(series[18:]) == [("open", "orange")]
 
-    pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="restart-pub")
-    pub.connect("127.0.0.1", servers.mqtt.port)
-    pub.loop_start()
+    gauge = RainGauge(servers.mqtt.port, "restart-pub")
     db = InfluxV1(servers.influx_url, influx_db)
     log = tmp_path / "pipeline.log"
     run = Run(cfg, log)
     try:
-        for t, v in series[:18]:
-            pub.publish(topic, orjson.dumps({"ts": t, "value": v}), qos=1).wait_for_publish(5)
+        gauge.send(series[:18])
         assert wait_for(lambda: stored(db) == 18 and hook.seen("rainstorm") == want[:1]), hook.seen("rainstorm")
         run.kill()  # inside the accumulation: 72 mm in the last 90 minutes
-        for t, v in series[18:]:  # the broker keeps them for the pipeline's session
-            pub.publish(topic, orjson.dumps({"ts": t, "value": v}), qos=1).wait_for_publish(5)
+        gauge.send(series[18:])  # the broker keeps them for the pipeline's session
         run = Run(cfg, log)
         assert wait_for(lambda: stored(db) == 36 and len(hook.seen("rainstorm")) >= 2), hook.seen("rainstorm")
         time.sleep(1.0)  # anything repeated would arrive by now
@@ -154,7 +166,7 @@ def test_kill_inside_a_3h_accumulation(servers: LocalServers, influx_db: str, ho
         assert "rules state rebuilt from 18 readings" in log.read_text(encoding="utf-8")
     finally:
         run.stop()
-        pub.loop_stop()
+        gauge.close()
         db.close()
 
     # the store agrees: one warning, at red, with its two transitions
@@ -163,7 +175,7 @@ def test_kill_inside_a_3h_accumulation(servers: LocalServers, influx_db: str, ho
     try:
         opened = check.warnings.open_warnings()
         assert [(w["rule"], w["subject"], Level(int(w["level"]))) for w in opened
-                if w["rule"] == "rainstorm"] == [("rainstorm", gauge["id"], Level.RED)]
+                if w["rule"] == "rainstorm"] == [("rainstorm", gauge.sensor["id"], Level.RED)]
         rain = next(w for w in opened if w["rule"] == "rainstorm")
         assert [t["type"] for t in check.store.transitions(rain["id"])] == ["open", "raise"]
         # rebuilt from the same history, the engine's levels are the open warnings
@@ -175,18 +187,6 @@ def test_kill_inside_a_3h_accumulation(servers: LocalServers, influx_db: str, ho
         check.store.close()
 
 
-@pytest.fixture
-def own_servers(tmp_path: Path) -> Iterator[LocalServers]:
-    """Servers of this test alone: it stops InfluxDB."""
-    s = LocalServers(mosquitto(tmp_path / "srv"), influxdb(tmp_path / "srv"))
-    s.mqtt.start()
-    s.influx.start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
 def test_restart_while_readings_wait_in_the_spool(own_servers: LocalServers, hook: Hook, tmp_path: Path) -> None:
     """InfluxDB goes down in the middle of a storm, the pipeline spools, and is restarted before
     the spool is replayed: its rules must still count the spooled rain. Rebuilt from InfluxDB
@@ -196,10 +196,6 @@ def test_restart_while_readings_wait_in_the_spool(own_servers: LocalServers, hoo
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(doc), encoding="utf-8")
     spool = tmp_path / "state" / "spool"
-    gauge = next(s for s in yaml.safe_load((sample_dir() / "sensors.yaml").read_text(encoding="utf-8"))["sensors"]
-                 if s["kind"] == "rain")
-    c = gauge["community"]
-    topic = f"ews/{c[:6]}/{c[:9]}/{c}/rain/{gauge['id']}"
     start = (int(time.time() * 1000) - 36 * STEP) // STEP * STEP
     series = [(start + k * STEP, 4.0) for k in range(36)]
     stored_part, spooled_part, after = series[:6], series[6:18], series[18:]
@@ -208,27 +204,22 @@ def test_restart_while_readings_wait_in_the_spool(own_servers: LocalServers, hoo
     # what a rebuild that misses the spooled part would come to: never red
     assert max(sum(v for u, v in stored_part + after if t - 3 * 3_600_000 < u <= t) for t, _ in after) < 100
 
-    pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="spooled-pub")
-    pub.connect("127.0.0.1", own_servers.mqtt.port)
-    pub.loop_start()
+    gauge = RainGauge(own_servers.mqtt.port, "spooled-pub")
     db = InfluxV1(own_servers.influx_url, "spooled")
     log = tmp_path / "pipeline.log"
     run = Run(cfg, log)
     try:
-        for t, v in stored_part:
-            pub.publish(topic, orjson.dumps({"ts": t, "value": v}), qos=1).wait_for_publish(5)
+        gauge.send(stored_part)
         assert wait_for(lambda: stored(db) == 6)
         own_servers.influx.stop()
-        for t, v in spooled_part:
-            pub.publish(topic, orjson.dumps({"ts": t, "value": v}), qos=1).wait_for_publish(5)
+        gauge.send(spooled_part)
         # evaluated live from the spool: orange opens at 52 mm
         assert wait_for(lambda: hook.seen("rainstorm") == want[:1]), hook.seen("rainstorm")
         assert wait_for(lambda: sum(int(p.stem.partition("-")[2]) for p in spool.glob("*.lp")) == 12)
         run.kill()
         own_servers.influx.start()  # back before the pipeline: its spool is replayed after the rebuild
         run = Run(cfg, log)
-        for t, v in after:
-            pub.publish(topic, orjson.dumps({"ts": t, "value": v}), qos=1).wait_for_publish(5)
+        gauge.send(after)
         assert wait_for(lambda: stored(db) == 36 and len(hook.seen("rainstorm")) >= 2), hook.seen("rainstorm")
         time.sleep(1.0)  # a resolve or a repeat would arrive by now
         assert hook.seen("rainstorm") == want
@@ -236,7 +227,7 @@ def test_restart_while_readings_wait_in_the_spool(own_servers: LocalServers, hoo
         assert not list(spool.glob("*.lp"))
     finally:
         run.stop()
-        pub.loop_stop()
+        gauge.close()
         db.close()
 
 
@@ -251,31 +242,23 @@ def test_history_unreadable_at_start_is_read_once_influxdb_answers(
     doc["rule_engine"] = {"late_rebuild_interval_s": 0.5}
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    gauge = next(s for s in yaml.safe_load((sample_dir() / "sensors.yaml").read_text(encoding="utf-8"))["sensors"]
-                 if s["kind"] == "rain")
-    c = gauge["community"]
-    topic = f"ews/{c[:6]}/{c[:9]}/{c}/rain/{gauge['id']}"
     start = (int(time.time() * 1000) - 25 * STEP) // STEP * STEP
     series = [(start + k * STEP, 4.0) for k in range(25)]
     want = cma(series)
     assert want == [("open", "orange"), ("raise", "red")]  # red with the 25th reading
 
-    pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="late-pub")
-    pub.connect("127.0.0.1", own_servers.mqtt.port)
-    pub.loop_start()
+    gauge = RainGauge(own_servers.mqtt.port, "late-pub")
     db = InfluxV1(own_servers.influx_url, "late")
     log = tmp_path / "pipeline.log"
     run = Run(cfg, log)
     try:
-        for t, v in series[:24]:
-            pub.publish(topic, orjson.dumps({"ts": t, "value": v}), qos=1).wait_for_publish(5)
+        gauge.send(series[:24])
         assert wait_for(lambda: stored(db) == 24 and hook.seen("rainstorm") == want[:1]), hook.seen("rainstorm")
         run.kill()
         own_servers.influx.stop()
         run = Run(cfg, log)
         assert wait_for(lambda: "rules of gas, ponding, rain" in log.read_text(encoding="utf-8"))
-        t, v = series[24]
-        pub.publish(topic, orjson.dumps({"ts": t, "value": v}), qos=1).wait_for_publish(5)
+        gauge.send(series[24:])
         assert wait_for(lambda: any((tmp_path / "state" / "spool").glob("*.lp")))
         time.sleep(1.0)
         assert hook.seen("rainstorm") == want[:1]  # 4 mm on an empty window: nothing to raise
@@ -285,7 +268,7 @@ def test_history_unreadable_at_start_is_read_once_influxdb_answers(
         assert "water_level rebuilt late from 25 readings (1 of them from the spool)" in log.read_text(encoding="utf-8")
     finally:
         run.stop()
-        pub.loop_stop()
+        gauge.close()
         db.close()
 
 
