@@ -97,11 +97,11 @@ RULES_ACTIVE = Gauge("ews_rules_active", "Rules in force (hazard and device-faul
 RULES_RELOADS = Counter("ews_rules_reloads_total", "Rule reloads asked for, by result", ["result"])
 RULES_WITHOUT_HISTORY = Gauge(
     "ews_rules_kinds_without_history", "Sensor kinds whose rules run on windows without their history (InfluxDB "
-    "could not be read at start); they lower no warning until it is read"
+    "could not give it at start); tried again until it does"
 )
 RULES_FALLS_HELD = Counter(
-    "ews_rules_falls_held_total", "Lowered or lifted levels not passed on because the kind's history is not "
-    "read yet", ["kind"]
+    "ews_rules_falls_held_total", "Lowered or lifted levels not passed on: the kind's history is not read yet "
+    "and InfluxDB does not answer", ["kind"]
 )
 
 # warnings: every transition, the open set and how long after its reading a warning was issued
