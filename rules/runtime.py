@@ -55,6 +55,9 @@ class RuleRuntime:
         self._influx_cfg: InfluxConfig | None = None
         self._foreign: frozenset[str] = frozenset()
         self._falls_logged: set[str] = set()
+        # the stored levels of those kinds' warnings: the engine starts them at none, so a rise
+        # by its count may still be a fall from what was notified
+        self._notified: dict[tuple[str, str], Level] = {}
 
     @property
     def ruleset(self) -> RuleSet:
@@ -77,13 +80,17 @@ class RuleRuntime:
         history is read (rises are real: a window short of readings only undercounts)."""
         kept = []
         for c in changes:
-            if c.kind in self.without_history and c.after < c.before:
-                metrics.RULES_FALLS_HELD.labels(c.kind).inc()
-                if c.kind not in self._falls_logged:
-                    self._falls_logged.add(c.kind)
-                    log.warning("%s/%s would fall from %s to %s, judged without the %s history; held until "
-                                "it can be read", c.rule_id, c.subject, c.before.name, c.after.name, c.kind)
-                continue
+            if c.kind in self.without_history:
+                key = (c.rule_id, c.subject)
+                was = max(c.before, self._notified.get(key, Level.NONE))
+                if c.after < was:
+                    metrics.RULES_FALLS_HELD.labels(c.kind).inc()
+                    if c.kind not in self._falls_logged:
+                        self._falls_logged.add(c.kind)
+                        log.warning("%s/%s would fall from %s to %s, judged without the %s history; held until "
+                                    "it can be read", c.rule_id, c.subject, was.name, c.after.name, c.kind)
+                    continue
+                self._notified[key] = c.after
             kept.append(c)
         return kept
 
@@ -100,6 +107,7 @@ class RuleRuntime:
                 self.engine.seed_open({(w["rule"], w["subject"]): Level(int(w["level"])) for w in open_warnings})
                 return []
             self._influx_cfg, self._foreign = influx_cfg, foreign
+            self._notified = {(w["rule"], w["subject"]): Level(int(w["level"])) for w in open_warnings}
             influx = make_reader(influx_cfg)
             try:
                 stats: RebuildStats = rebuild(self.engine, influx, now, int(self.cfg.rebuild_lookback_h * 3.6e6),

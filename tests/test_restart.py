@@ -290,6 +290,16 @@ def test_a_fall_judged_without_history_is_held(tmp_path: Path) -> None:
     assert [(c.before, c.after) for c in changes] == [(Level.NONE, Level.ORANGE)]
     assert rt.engine.levels("rainstorm")[gauge.id] == Level.YELLOW  # the engine has moved; the fall is held
 
+    # orange was notified before the restart: on its empty window the engine rises to yellow,
+    # which is a fall from what the duty officers have, and held as such
+    rt = RuleRuntime(cfg, sensors)
+    assert rt.rebuild(cfg.influxdb, [{"rule": "rainstorm", "subject": gauge.id, "level": 3, "kind": "rain",
+                                      "community": gauge.community}]) == []
+    drizzle = [(t0 + k * STEP, 0.9) for k in range(60)]  # 54 mm over 5 hours: yellow, never orange
+    assert cma(drizzle) == [("open", "yellow")]
+    changes = [c for t, v in drizzle for c in rt.process(ReadingBatch.of([idx], [t], [v])) if c.rule_id == "rainstorm"]
+    assert changes == [] and rt.engine.levels("rainstorm")[gauge.id] == Level.YELLOW
+
 
 def test_a_second_pipeline_on_the_same_state_is_refused(
     servers: LocalServers, influx_db: str, hook: Hook, tmp_path: Path
