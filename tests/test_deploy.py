@@ -127,12 +127,14 @@ def test_every_shipped_broker_keeps_queues_and_a_window_of_three_batches() -> No
         window = int(s.get("max_inflight_messages", "20"))
         assert window == 0 or window >= need, f"{conf}: max_inflight_messages {window} < {need}"
         assert s.get("max_queued_messages") == "0", f"{conf} drops queued messages past a count"
+        assert s.get("queue_qos0_messages") == "true", f"{conf} drops QoS 0 readings while the pipeline is away"
         assert s.get("persistence") == "true", conf
     emqx = [c for d in _docs(DEPLOY / "k8s" / "10-emqx.yaml") if d["kind"] == "StatefulSet"
             for c in d["spec"]["template"]["spec"]["containers"]]
     env = {e["name"]: e["value"] for e in emqx[0]["env"]}
     assert need <= int(env.get("EMQX_MQTT__MAX_INFLIGHT", "32")) <= 65535
     assert env["EMQX_MQTT__MAX_MQUEUE_LEN"] == "0"
+    assert env["EMQX_MQTT__MQUEUE_STORE_QOS0"] == "true"
 
 
 def test_k8s_pods_run_as_the_image_user_with_a_writable_state_volume() -> None:

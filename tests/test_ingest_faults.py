@@ -205,6 +205,38 @@ def test_a_broker_that_lost_our_session_is_reported(own_servers: LocalServers, m
     assert lost() == before + 2
 
 
+def test_qos0_readings_wait_for_a_pipeline_that_is_away(own_servers: LocalServers, mini: MessageProcessor,
+                                                       tmp_path: Path) -> None:
+    """Many gateways publish at QoS 0. A broker keeps QoS 1 messages for a persistent session
+    that is away, but drops QoS 0 ones unless told otherwise (Mosquitto's
+    queue_qos0_messages, EMQX's mqueue_store_qos0): a restart of the pipeline would lose every
+    QoS 0 reading sent meanwhile. The shipped configuration keeps them."""
+    col = collector(own_servers, mini, tmp_path, "qos0")
+    col.start()
+    assert wait_for(lambda: col._connected.is_set(), 20)
+    col.stop()  # the session stays with the broker
+    pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="qos0-gateway")
+    pub.connect("127.0.0.1", own_servers.mqtt.port)
+    pub.loop_start()
+    t0 = int(time.time() * 1000) - 60_000
+    sent = [("RG-A1", t0 + k * 100, float(k % 7)) for k in range(50)]
+    try:
+        for sensor, t, v in sent:
+            pub.publish(f"ews/440106/440106001/440106001001/rain/{sensor}", orjson.dumps({"ts": t, "value": v}),
+                        qos=0).wait_for_publish(5)
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+    col = collector(own_servers, mini, tmp_path, "qos0")
+    col.start()
+    try:
+        assert wait_for(lambda: len(stored(own_servers.influx_url, "faults")) >= len(sent), 20), \
+            f"{len(stored(own_servers.influx_url, 'faults'))} of {len(sent)} QoS 0 readings reached InfluxDB"
+        assert_exactly(set(sent), stored(own_servers.influx_url, "faults"))
+    finally:
+        col.stop()
+
+
 def test_pipeline_killed_and_restarted(own_servers: LocalServers, tmp_path: Path) -> None:
     cfg = {
         "mqtt": {"port": own_servers.mqtt.port, "client_id": "fault-pipeline", "subscriptions": ["ews/440106/#"]},
