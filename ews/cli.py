@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+from ews.statelock import FolderInUse
 from ews.yamlfile import ConfigError
 
 log = logging.getLogger("ews")
@@ -25,7 +26,6 @@ def _setup_logging(verbose: bool) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from ews.config import load_config
     from ews.pipeline import Pipeline
-    from ews.statelock import FolderInUse
 
     config = load_config(args.config)
     if args.metrics_port:
@@ -38,11 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"ews run: cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {exc.strerror or exc} "
                   f"(each pipeline on a host needs its own --metrics-port)", file=sys.stderr)
             return 1
-    try:
-        pipeline = Pipeline(config)
-    except FolderInUse as exc:
-        print(f"ews run: {exc}", file=sys.stderr)
-        return 1
+    pipeline = Pipeline(config)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -334,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(str(problem), file=sys.stderr)
         return 2
+    except FolderInUse as exc:  # a second pipeline (run, demo) on state another one holds
+        print(f"ews {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
