@@ -418,15 +418,15 @@ class Collector:
     def _lane(self, msgs: list[Any], drill: bool, now_ms: int) -> _Lane:
         keep = self.sinks[drill].retention_ms
         try:
-            o = self.processor.process(msgs, now_ms, keep)
+            o = self.processor.process(msgs, now_ms, keep, live=not drill)
         except Exception:
-            o = self._isolate(msgs, now_ms, keep)
+            o = self._isolate(msgs, now_ms, keep, drill)
         lines = self.builder.build(o.sensor, o.ts_ms, o.value, o.battery, o.rssi)
         if o.unregistered:
             lines += unregistered_lines([(u.sensor, u.kind, u.community, u.ts_ms, u.value) for u in o.unregistered])
         return _Lane(drill, lines, len(o) + len(o.unregistered), o)
 
-    def _isolate(self, msgs: list[Any], now_ms: int, keep: int | None) -> Outcome:
+    def _isolate(self, msgs: list[Any], now_ms: int, keep: int | None, drill: bool) -> Outcome:
         """A batch whose handling raised (a bug): each message is tried alone, the ones that
         raise are rejected as `processing_failed` and acknowledged, and the rest of the batch
         goes on, instead of every message of it staying unacknowledged and unevaluated (and
@@ -434,14 +434,14 @@ class Collector:
         failed: dict[int, Exception] = {}
         for i, m in enumerate(msgs):
             try:
-                self.processor.process([m], now_ms, keep)
+                self.processor.process([m], now_ms, keep, live=not drill)
             except Exception as exc:
                 failed[i] = exc
         metrics.PIPELINE_ERRORS.labels("ingest").inc()
         log.error("handling a batch of %d messages failed; %d of them fail alone and are rejected as %s, "
                   "the rest go on", len(msgs), len(failed), Reason.PROCESSING_FAILED,
                   exc_info=next(iter(failed.values()), None))
-        o = self.processor.process([m for i, m in enumerate(msgs) if i not in failed], now_ms, keep)
+        o = self.processor.process([m for i, m in enumerate(msgs) if i not in failed], now_ms, keep, live=not drill)
         for i, err in failed.items():
             o.rejections.append(Rejection(Reason.PROCESSING_FAILED, f"handling it raised {err!r}",
                                           topic_text(msgs[i][0]), msgs[i][1]))

@@ -181,6 +181,11 @@ def test_a_host_clock_behind_the_fleet_rejects_nothing(caplog: pytest.LogCapture
     out = proc.process([msg(s, NOW + behind + 60_000) for s in sensors], now_ms=NOW + behind + 60_000)
     assert len(out) == 20 and proc.clock.behind_ms == 0
 
+    # a drill's times are made up: they say nothing about this host's clock
+    drill = MessageProcessor(reg.sensors, reg.regions)
+    out = drill.process([msg(s, NOW + behind) for s in sensors], now_ms=NOW, live=False)
+    assert len(out) == 0 and reasons(out) == [Reason.FUTURE_TIMESTAMP] * 20 and drill.clock.behind_ms == 0
+
     few = MessageProcessor(reg.sensors, reg.regions)
     out = few.process([msg(s, NOW + (behind if i < 3 else 0)) for i, s in enumerate(sensors)], now_ms=NOW)
     assert len(out) == 17 and reasons(out) == [Reason.FUTURE_TIMESTAMP] * 3 and few.clock.behind_ms == 0
