@@ -86,6 +86,10 @@ class InfluxConfig(_Strict):
     drill_database: str | None = None  # drill readings are kept apart; None: "{database}_drill"
     ca_file: Path | None = None  # https: a private CA to trust instead of the system's
 
+    @property
+    def drill_db(self) -> str:
+        return self.drill_database or f"{self.database}_drill"
+
 
 class IngestConfig(_Strict):
     # reject: dead-letter readings of sensors missing from the registry; store: keep them in
@@ -309,6 +313,10 @@ class Config(_Strict):
     state_dir: Path = Path(".state/pipeline")
     notifiers: NotifierConfig = Field(default_factory=NotifierConfig)
     api: ApiConfig | None = None
+
+    @property
+    def spool_dir(self) -> Path:
+        return Path(self.ingest.spool_dir or Path(self.state_dir) / "spool")
 
     def resolve_paths(self, base: Path) -> Config:
         def r(p: Path | None) -> Path | None:

@@ -66,7 +66,7 @@ class Pipeline:
         # unregistered-sensor device warnings go through the same lifecycle as rule changes
         self.collector = Collector(
             cfg.mqtt, cfg.influxdb, processor, on_readings=self.on_readings, ingest_cfg=ing,
-            spool_dir=ing.spool_dir or Path(cfg.state_dir) / "spool",
+            spool_dir=cfg.spool_dir,
             on_device=lambda changes: self._apply(changes, self.warnings),
         )
         self.silences = Silences(self.store, self.regions)

@@ -22,6 +22,7 @@ from pathlib import Path
 from ews.config import Config, load_config
 from ingest.influx import make_writer
 from ingest.influx_v1 import WriteError
+from ingest.spool import DRILL_FOLDER, QUARANTINE_FOLDER, batch_of
 
 
 @dataclass
@@ -35,14 +36,12 @@ class Held:
 
 def held(cfg: Config) -> list[Held]:
     """The quarantined files, oldest first, main then drill."""
-    spool = Path(cfg.ingest.spool_dir or Path(cfg.state_dir) / "spool")
-    drill_db = cfg.influxdb.drill_database or f"{cfg.influxdb.database}_drill"
+    spool = cfg.spool_dir
     out = []
-    for target, folder, db in (("main", spool / "quarantine", cfg.influxdb.database),
-                               ("drill", spool / "drill" / "quarantine", drill_db)):
+    for target, folder, db in (("main", spool / QUARANTINE_FOLDER, cfg.influxdb.database),
+                               ("drill", spool / DRILL_FOLDER / QUARANTINE_FOLDER, cfg.influxdb.drill_db)):
         for path in sorted(folder.glob("*.lp")):
-            n = path.stem.partition("-")[2]
-            out.append(Held(target, db, path, int(n) if n.isdigit() else 0, path.stat().st_size))
+            out.append(Held(target, db, path, batch_of(path)[1], path.stat().st_size))
     return out
 
 

@@ -57,7 +57,7 @@ from ingest.process import MessageProcessor, Outcome, Unregistered
 from ingest.reasons import Reason, Rejection
 from ingest.reorder import ReorderBuffer
 from ingest.sink import Sink, Stopped, Writing
-from ingest.spool import Spool
+from ingest.spool import DRILL_FOLDER, Spool
 from ingest.topics import topic_text
 from ingest.window import InflightWindow
 
@@ -132,8 +132,7 @@ class Collector:
         self._session_file = folder / "mqtt-session"
         if mqtt_cfg.drill_root:
             # drill readings are kept apart, never in the real series
-            drill_db = influx_cfg.drill_database or f"{influx_cfg.database}_drill"
-            self.sinks[True] = self._sink(drill_db, folder / "drill", "drill")
+            self.sinks[True] = self._sink(influx_cfg.drill_db, folder / DRILL_FOLDER, "drill")
         self._drill_prefix = f"{mqtt_cfg.drill_root}/".encode() if mqtt_cfg.drill_root else None
         self._queue: deque[Msg] = deque()
         self._received_bytes = 0  # written by the network thread only

@@ -29,6 +29,20 @@ from ews import metrics
 log = logging.getLogger(__name__)
 
 
+QUARANTINE_FOLDER = "quarantine"
+DRILL_FOLDER = "drill"  # the drill lane's spool, inside the main one
+
+
+def batch_name(seq: int, readings: int) -> str:
+    return f"{seq:012d}-{readings}.lp"
+
+
+def batch_of(path: Path) -> tuple[int, int]:
+    """(sequence, readings) of a spool or quarantine file, from its name."""
+    seq, _, n = path.stem.partition("-")
+    return int(seq or 0), int(n) if n.isdigit() else 0
+
+
 def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -56,7 +70,7 @@ def _write_durably(folder: Path, name: str, data: bytes) -> Path:
 class Spool:
     def __init__(self, folder: Path, max_bytes: int, warn_fraction: float = 0.8, target: str = "main"):
         self.folder = Path(folder)
-        self.quarantine = self.folder / "quarantine"
+        self.quarantine = self.folder / QUARANTINE_FOLDER
         self.quarantine.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.warn_bytes = int(max_bytes * warn_fraction)
@@ -69,14 +83,14 @@ class Spool:
             stale.unlink()  # a write that never reached its rename: its messages were not acked
         seq = 0
         for path in sorted(self.folder.glob("*.lp")):
-            stem_seq, _, n = path.stem.partition("-")
+            file_seq, n = batch_of(path)
             size = path.stat().st_size
-            self._files.append((path, size, int(n or 0)))
+            self._files.append((path, size, n))
             self.bytes += size
-            self.readings += int(n or 0)
-            seq = max(seq, int(stem_seq))
+            self.readings += n
+            seq = max(seq, file_seq)
         for path in self.quarantine.glob("*.lp"):
-            seq = max(seq, int(path.stem.partition("-")[0] or 0))
+            seq = max(seq, batch_of(path)[0])
         self._seq = seq
         self.quarantine_bytes = self._quarantine_size()
         metrics.SPOOL_LIMIT_BYTES.labels(target).set(max_bytes)
@@ -99,7 +113,7 @@ class Spool:
                               "InfluxDB takes the spool back")
         self._seq += 1
         try:
-            path = _write_durably(self.folder, f"{self._seq:012d}-{readings}.lp", lines)
+            path = _write_durably(self.folder, batch_name(self._seq, readings), lines)
         except OSError as exc:
             # the disk is full (or failing) before the bound is: the same as a full spool, the
             # acknowledgements wait and the broker keeps the messages, instead of a batch lost
@@ -156,7 +170,7 @@ class Spool:
                 return None
         self._seq += 1
         try:
-            path = _write_durably(self.quarantine, f"{self._seq:012d}-{readings}.lp", lines)
+            path = _write_durably(self.quarantine, batch_name(self._seq, readings), lines)
         except OSError as exc:  # a full disk must not stop the batch whose rest InfluxDB stored
             log.error("quarantine %s cannot be written (%s): %d refused readings not kept", self.quarantine, exc,
                       readings)
