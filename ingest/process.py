@@ -155,7 +155,6 @@ class MessageProcessor:
         self._lo = np.array([kinds[s.kind].min for s in sensors.sensors], np.float64)
         self._hi = np.array([kinds[s.kind].max for s in sensors.sensors], np.float64)
         self.clock = FleetClock(len(sensors), self.future_tolerance_ms)
-        self._live = True  # of the batch being processed
 
     # --- the batch ----------------------------------------------------------------------------
 
@@ -164,7 +163,6 @@ class MessageProcessor:
         """`messages`: tuples whose first two items are the topic (str or bytes) and payload;
         `keep_ms`: how far back the database they go to keeps readings (None: for ever);
         `live`: False for a drill's, whose made-up times must not tell the host's clock."""
-        self._live = live
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         self._oldest_ms = now_ms - keep_ms if keep_ms else None
         rows = _Rows()
@@ -200,11 +198,11 @@ class MessageProcessor:
                 status += self._general(rows, rejections, unregistered, j, topic, text, payload, idx, doc, now_ms)
             except Rejected as exc:
                 rejections.append(Rejection(exc.reason, exc.detail, text, payload))
-        return self._finish(rows, rejections, unregistered, status, messages, now_ms)
+        return self._finish(rows, rejections, unregistered, status, messages, now_ms, live)
 
     def _finish(
         self, rows: _Rows, rejections: list[Rejection], unregistered: list[Unregistered], status: int,
-        messages: Sequence[tuple[Any, ...]], now_ms: int,
+        messages: Sequence[tuple[Any, ...]], now_ms: int, live: bool,
     ) -> Outcome:
         sensor = np.asarray(rows.sensor, np.int64)
         ts = np.asarray(rows.ts, np.int64)
@@ -218,7 +216,7 @@ class MessageProcessor:
                 battery[row], rssi[row] = b, r
         bad_range = ~((self._lo[sensor] <= value) & (value <= self._hi[sensor]))
         future = ts > now_ms + self.clock.behind_ms + self.future_tolerance_ms
-        if self._live and (self.clock.due(now_ms) or future.any()):
+        if live and (self.clock.due(now_ms) or future.any()):
             future = ts > now_ms + self.clock.observe(sensor, ts, now_ms) + self.future_tolerance_ms
         late = ts < now_ms - self.allowed_lateness_ms
         drop = bad_range | future
