@@ -63,6 +63,10 @@ class RuleRuntime:
     def ruleset(self) -> RuleSet:
         return self.engine.ruleset
 
+    @property
+    def _lookback_cap_ms(self) -> int:
+        return int(self.cfg.rebuild_lookback_h * 3.6e6)
+
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
@@ -110,8 +114,7 @@ class RuleRuntime:
             self._notified = {(w["rule"], w["subject"]): Level(int(w["level"])) for w in open_warnings}
             influx = make_reader(influx_cfg)
             try:
-                stats: RebuildStats = rebuild(self.engine, influx, now, int(self.cfg.rebuild_lookback_h * 3.6e6),
-                                              spooled=spooled)
+                stats: RebuildStats = rebuild(self.engine, influx, now, self._lookback_cap_ms, spooled=spooled)
             finally:
                 influx.close()
             self._without(set(ks.kind for ks in self.engine.kinds) - stats.rebuilt, stats.unreachable)
@@ -150,9 +153,9 @@ class RuleRuntime:
             with self.lock:
                 now = self._now_ms()
                 fresh = RuleEngine(self.engine.ruleset, self.sensors, start_ms=self.engine.start_ms)
-                # the spool is read before InfluxDB: a batch replayed in between is in one or both
-                stats = rebuild(fresh, influx, now, int(self.cfg.rebuild_lookback_h * 3.6e6),
-                                spooled=list(spooled()), kinds=self.without_history)
+                # rebuild reads the spool before InfluxDB: a batch replayed in between is in one or both
+                stats = rebuild(fresh, influx, now, self._lookback_cap_ms, spooled=spooled(),
+                                kinds=self.without_history)
                 for kind in stats.rebuilt:
                     self.engine.adopt_kind(fresh, kind)
                 # an answer that is an error will not mend itself soon: ask less often, up to 10 min
