@@ -15,11 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ews.regions import RegionRegistry
 from ews.yamlfile import ConfigError, LoadedYaml, Problem, load_yaml, validate_doc
 
+# ids and kind names: a topic level and an InfluxDB tag value or measurement as they stand,
+# nothing to escape in either
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
 
 class KindSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    # a topic level and an InfluxDB measurement as it stands: nothing to escape in either
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    name: str = Field(pattern=NAME_PATTERN)
     unit: str
     min: float
     max: float
@@ -51,7 +54,7 @@ DEFAULT_KINDS: dict[str, KindSpec] = {
     )
 }
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ID_RE = re.compile(NAME_PATTERN)
 
 
 class Sensor(BaseModel):

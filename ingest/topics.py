@@ -11,11 +11,12 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from ews.sensors import NAME_PATTERN
 from ingest.reasons import Reason, Rejected
 
 ROOT = "ews"
 _DIGITS = (6, 9, 12)
-_SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SEGMENT_RE = re.compile(NAME_PATTERN)  # sensor and gateway ids
 
 
 @dataclass(frozen=True, slots=True)
