@@ -1,0 +1,208 @@
+"""The collector's MQTT client reading its socket in chunks (ingest/mqttclient.py).
+
+Packets are handed to paho from a buffer read up to 64 KB at a time: every packet must come
+out whole wherever a chunk ends (small packets by the thousand, packets larger than a chunk,
+TLS records), the buffer must be empty whenever control goes back to `select()` (which cannot
+see it), and bytes left from a connection that closed must never be read as the next one's.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from ews.brokerauth import provision
+from ews.config import MqttConfig, MqttTls
+from ews.servers import LocalServers, ManagedServer, dev_certificates_dir, mosquitto_secure
+from ingest import mqttclient
+from ingest.mqttclient import READ_CHUNK, ack_many, make_client
+
+from .waiting import wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+Received = tuple[bytes, bytes, int]  # topic, payload, packet id
+
+
+def publish_packet(topic: bytes, payload: bytes, mid: int) -> bytes:
+    """A QoS 1 PUBLISH as MQTT 3.1.1 puts it on the wire (fixed header 0x32, remaining length
+    as a variable-length integer, topic, packet id, payload)."""
+    body = len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + payload
+    n, length = len(body), bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        length.append(digit | (0x80 if n else 0))
+        if not n:
+            break
+    return b"\x32" + bytes(length) + body
+
+
+def unconnected_client(got: list[Received]) -> mqtt.Client:
+    c = make_client(MqttConfig(client_id="reading-test"))
+    c.on_publish_raw = lambda t, p, mid: got.append((t, p, mid))  # type: ignore[attr-defined]
+    return c
+
+
+def stream(n: int, big_every: int, big_size: int) -> list[tuple[bytes, bytes]]:
+    """Numbered payloads, every `big_every`-th of them `big_size` bytes long."""
+    out = []
+    for i in range(n):
+        size = big_size if big_every and i % big_every == big_every - 1 else 40 + i % 50
+        head = f'{{"n": {i}, "pad": "'.encode()
+        out.append((f"ews/440106/440106004/batch/GW-{i % 7}".encode(),
+                    head + b"x" * max(0, size - len(head) - 2) + b'"}'))
+    return out
+
+
+def test_packets_come_out_whole_across_chunks_and_select_sees_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thousands of small packets and some larger than a chunk, written from another thread
+    while a select()-driven loop reads them as paho's own loop does: every one arrives exactly
+    as sent, in order, including the last ones after the writer has stopped (left in the
+    buffer, select() would never wake for them)."""
+    monkeypatch.setattr(mqttclient, "READ_BURST", 10)  # return to select() often
+    sent = stream(3000, 500, 3 * READ_CHUNK + 17)
+    wire = b"".join(publish_packet(t, p, 1 + i % 65535) for i, (t, p) in enumerate(sent))
+    got: list[Received] = []
+    c = unconnected_client(got)
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    c._sock = ours
+
+    def write() -> None:
+        for k in range(0, len(wire), 4093):  # pieces that end anywhere inside a packet
+            theirs.sendall(wire[k:k + 4093])
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(got) < len(sent):
+        if select.select([ours], [], [], 0.5)[0]:
+            assert c.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+            assert not c._buffered()  # type: ignore[attr-defined]
+        elif not writer.is_alive():
+            break
+    writer.join()
+    ours.close()
+    theirs.close()
+    assert len(got) == len(sent)
+    assert [(t, p) for t, p, _ in got] == sent
+    assert [mid for _, _, mid in got] == [1 + i % 65535 for i in range(len(sent))]
+
+
+def test_bytes_of_a_closed_connection_are_not_read_as_the_next_ones() -> None:
+    """A malformed packet ends the connection while the packet after it is already buffered;
+    after the reconnect, only what the new connection sends is read."""
+    got: list[Received] = []
+    c = unconnected_client(got)
+    old, old_peer = socket.socketpair()
+    old.setblocking(False)
+    c._sock = old
+    malformed = b"\x32\x05\xff\xff\x00\x01\x00"  # its topic length points past its end
+    stale = publish_packet(b"ews/440106/440106004/batch/GW-1", b'{"stale": true}', 7)
+    old_peer.sendall(publish_packet(b"ews/440106/440106004/batch/GW-1", b'{"first": true}', 6) + malformed + stale)
+    assert c.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
+    assert [p for _, p, _ in got] == [b'{"first": true}']
+    assert c._sock is None  # paho closed the connection on the protocol error
+    old_peer.close()
+
+    new, new_peer = socket.socketpair()
+    new.setblocking(False)
+    c._in_packet = {"command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
+                    "remaining_length": 0, "packet": bytearray(b""), "to_process": 0, "pos": 0}  # as reconnect() does
+    c._sock = new
+    new_peer.sendall(publish_packet(b"ews/440106/440106004/batch/GW-2", b'{"fresh": true}', 1))
+    assert select.select([new], [], [], 5)[0]
+    assert c.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert [p for _, p, _ in got] == [b'{"first": true}', b'{"fresh": true}']
+    new.close()
+    new_peer.close()
+
+
+def _receive_through(cfg: MqttConfig, publisher: mqtt.Client, sent: list[tuple[bytes, bytes]]) -> list[Received]:
+    got: list[Received] = []
+    lock = threading.Lock()
+    c = make_client(cfg)
+
+    def sink(topic: bytes, payload: bytes, mid: int) -> None:
+        with lock:
+            got.append((topic, payload, mid))
+        ack_many(c, [mid])
+
+    c.on_publish_raw = sink  # type: ignore[attr-defined]
+    subscribed = threading.Event()
+    c.on_connect = lambda cl, *_a: cl.subscribe("ews/440106/#", qos=1)
+    c.on_subscribe = lambda *_a: subscribed.set()
+    mqttclient.connect_async(c, cfg)
+    c.loop_start()
+    try:
+        assert subscribed.wait(15), "no SUBACK"
+        infos = [publisher.publish(t.decode(), p, qos=1) for t, p in sent]
+        for info in infos:
+            info.wait_for_publish(30)
+        assert wait_for(lambda: len(got) >= len(sent), timeout=60)
+        time.sleep(0.2)  # anything extra (a duplicate, a misread packet) would show up now
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return got
+
+
+def _publisher(port: int, client_id: str, tls: tuple[Path, str, str] | None = None) -> mqtt.Client:
+    p = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                    protocol=mqtt.MQTTv311)
+    if tls is not None:
+        p.tls_set(ca_certs=str(tls[0]))
+        p.username_pw_set(tls[1], tls[2])
+    p.max_inflight_messages_set(200)
+    p.connect("127.0.0.1", port)
+    p.loop_start()
+    return p
+
+
+@pytest.mark.integration
+def test_mosquitto_stream_arrives_whole(servers: LocalServers) -> None:
+    sent = stream(4000, 400, 200 * 1024)
+    pub = _publisher(servers.mqtt.port, "reading-pub")
+    try:
+        cfg = MqttConfig(port=servers.mqtt.port, client_id=f"reading-sub-{time.time_ns()}")
+        got = _receive_through(cfg, pub, sent)
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+    assert sorted((t, p) for t, p, _ in got) == sorted(sent)
+
+
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ManagedServer, dict[str, str], Path]]:
+    root = Path(tmp_path_factory.mktemp("reading-tls"))
+    tls = dev_certificates_dir(root / "tls")
+    passwords = provision(REPO / "ews" / "sample" / "broker-clients.yaml", root / "auth")
+    broker = mosquitto_secure(root, root / "auth", tls)
+    broker.start()
+    yield broker, passwords, tls / "ca.pem"
+    broker.stop()
+
+
+@pytest.mark.integration
+def test_tls_stream_arrives_whole(tls_broker: tuple[ManagedServer, dict[str, str], Path],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over TLS a read returns at most one record (16 KB), so a chunk is refilled many times
+    inside one large packet."""
+    broker, pw, ca = tls_broker
+    sent = stream(2000, 250, 200 * 1024)  # under the secure broker's 256 KB message limit
+    monkeypatch.setenv("EWS_TEST_MQTT_PASSWORD", pw["ews-pipeline-440106"])
+    pub = _publisher(broker.port, "GW-440106004", (ca, "GW-440106004", pw["GW-440106004"]))
+    try:
+        cfg = MqttConfig(port=broker.port, client_id="ews-pipeline-440106", username="ews-pipeline-440106",
+                         password_env="EWS_TEST_MQTT_PASSWORD", tls=MqttTls(ca_file=ca))
+        got = _receive_through(cfg, pub, sent)
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+    assert sorted((t, p) for t, p, _ in got) == sorted(sent)
