@@ -33,6 +33,7 @@ to 31,000 msg/s under 3.1.1). It goes through paho's internal `_packet_queue`, t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -69,7 +70,7 @@ class Client(mqtt.Client):
             return super()._handle_publish()
         packet = self._in_packet["packet"]
         end = 2 + ((packet[0] << 8) | packet[1])
-        if end > len(packet) or end == 2:
+        if end + 2 * qos > len(packet) or end == 2:  # no topic, or it (and the packet id) past the end
             return mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
         if qos:
             sink(bytes(packet[2:end]), bytes(packet[end + 2:]), (packet[end] << 8) | packet[end + 1])
@@ -95,6 +96,48 @@ class Client(mqtt.Client):
     def _buffered(self) -> bool:
         return self._rpos < len(self._rbuf) and self._rsock is self._sock
 
+    def _raw_publishes(self) -> bool:
+        return (self.on_publish_raw is not None and self._manual_ack and self._protocol != mqtt.MQTTv5
+                and self._in_packet["command"] == 0 and self._buffered())
+
+    def _take_publishes(self) -> int:
+        """Hand the whole QoS 0/1 PUBLISH packets at the head of the buffer to the sink, without
+        paho's per-packet state; stop at anything else, malformed included, or a packet not
+        wholly buffered yet, which paho's own reading then takes. Returns how many."""
+        sink = self.on_publish_raw
+        assert sink is not None
+        buf, pos = self._rbuf, self._rpos
+        end = len(buf)
+        n = 0
+        while pos + 4 <= end:  # the smallest PUBLISH: header, length, a 1-byte topic's 3 bytes
+            header = buf[pos]
+            qos = (header >> 1) & 3
+            if header >> 4 != 3 or qos > 1:
+                break
+            length, shift, i = 0, 0, pos + 1
+            while i < end and shift < 28:
+                byte = buf[i]
+                length |= (byte & 127) << shift
+                shift += 7
+                i += 1
+                if byte < 128:
+                    break
+            else:
+                break  # the length runs past the buffer (or past 4 bytes: paho rejects it)
+            body_end = i + length
+            topic_end = i + 2 + ((buf[i] << 8) | buf[i + 1]) if i + 2 <= end else end + 1
+            payload_at = topic_end + 2 * qos
+            if body_end > end or topic_end == i + 2 or payload_at > body_end:
+                break
+            self._rpos = pos = body_end
+            mid = (buf[topic_end] << 8) | buf[topic_end + 1] if qos else 0
+            sink(buf[i + 2:topic_end], buf[payload_at:body_end], mid)
+            n += 1
+        if n:
+            with self._msgtime_mutex:
+                self._last_bytes_received = time.monotonic()
+        return n
+
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
         if not hasattr(self, "_packet_read"):  # another paho: its own loop
             return super().loop_read(max_packets)
@@ -102,6 +145,11 @@ class Client(mqtt.Client):
         while True:
             if self._sock is None:
                 return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+            if self._raw_publishes() and (taken := self._take_publishes()):
+                packets += taken
+                if packets >= READ_BURST and not self._buffered():
+                    return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+                continue
             rc = self._packet_read()
             if rc > 0:
                 return self._loop_rc_handle(rc)

@@ -30,17 +30,20 @@ REPO = Path(__file__).resolve().parent.parent
 Received = tuple[bytes, bytes, int]  # topic, payload, packet id
 
 
-def publish_packet(topic: bytes, payload: bytes, mid: int) -> bytes:
-    """A QoS 1 PUBLISH as MQTT 3.1.1 puts it on the wire (fixed header 0x32, remaining length
-    as a variable-length integer, topic, packet id, payload)."""
-    body = len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + payload
+def publish_packet(topic: bytes, payload: bytes, mid: int, qos: int = 1, flags: int = 0) -> bytes:
+    """A PUBLISH as MQTT 3.1.1 puts it on the wire (fixed header 0x30 | qos << 1 | DUP and
+    RETAIN flags, remaining length as a variable-length integer, topic, packet id, payload)."""
+    body = len(topic).to_bytes(2, "big") + topic + (mid.to_bytes(2, "big") if qos else b"") + payload
     n, length = len(body), bytearray()
     while True:
         n, digit = divmod(n, 128)
         length.append(digit | (0x80 if n else 0))
         if not n:
             break
-    return b"\x32" + bytes(length) + body
+    return bytes([0x30 | qos << 1 | flags]) + bytes(length) + body
+
+
+PINGRESP = b"\xd0\x00"
 
 
 def unconnected_client(got: list[Received]) -> mqtt.Client:
@@ -67,9 +70,21 @@ def test_packets_come_out_whole_across_chunks_and_select_sees_everything(monkeyp
     buffer, select() would never wake for them)."""
     monkeypatch.setattr(mqttclient, "READ_BURST", 10)  # return to select() often
     sent = stream(3000, 500, 3 * READ_CHUNK + 17)
-    wire = b"".join(publish_packet(t, p, 1 + i % 65535) for i, (t, p) in enumerate(sent))
+    mids = [0 if i % 3 == 0 else 1 + i % 65535 for i in range(len(sent))]  # every third at QoS 0
+    wire = b"".join(
+        publish_packet(t, p, mids[i], qos=1 if mids[i] else 0, flags=0x09 if i % 5 == 0 else 0)  # DUP, RETAIN
+        + (PINGRESP if i % 101 == 0 else b"") + (b"\x40\x02\x00\x01" if i % 211 == 0 else b"")  # a PUBACK
+        for i, (t, p) in enumerate(sent))
     got: list[Received] = []
     c = unconnected_client(got)
+    by_paho = [0]  # packets paho's own reading took: those a chunk ended inside
+    handle = c._handle_publish
+
+    def counted() -> mqtt.MQTTErrorCode:
+        by_paho[0] += 1
+        return handle()
+
+    c._handle_publish = counted  # type: ignore[method-assign]
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     c._sock = ours
@@ -92,7 +107,27 @@ def test_packets_come_out_whole_across_chunks_and_select_sees_everything(monkeyp
     theirs.close()
     assert len(got) == len(sent)
     assert [(t, p) for t, p, _ in got] == sent
-    assert [mid for _, _, mid in got] == [1 + i % 65535 for i in range(len(sent))]
+    assert [mid for _, _, mid in got] == mids
+    assert 0 < by_paho[0] < len(sent) / 10  # both ways of reading a packet were taken
+
+
+@pytest.mark.parametrize("packet", [
+    b"\x32\x05\x00\x00\x00\x01\x7b",  # no topic
+    b"\x32\x05\x00\x03ab\x00",  # the topic runs past the packet's end
+    b"\x32\x04\x00\x02ab",  # QoS 1 with no room for its packet id
+    b"\x30\xff\xff\xff\xff\x01",  # a remaining length of five bytes
+])
+def test_a_malformed_publish_ends_the_connection_after_the_good_ones(packet: bytes) -> None:
+    got: list[Received] = []
+    c = unconnected_client(got)
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    c._sock = ours
+    good = publish_packet(b"ews/440106/440106004/batch/GW-1", b'{"n": 1}', 5)
+    theirs.sendall(good + good + packet + good)
+    assert c.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
+    assert [mid for _, _, mid in got] == [5, 5]
+    theirs.close()
 
 
 def test_bytes_of_a_closed_connection_are_not_read_as_the_next_ones() -> None:
