@@ -5,9 +5,10 @@
 Roles:
 - bare: paho-mqtt, persistent session, QoS 1 with manual acknowledgement, `orjson.loads` of
   every payload and `client.ack` from the callback; stores nothing (the client library's ceiling);
-- bare-tuned: the same on the collector's paho client (ingest/mqttclient.py: every waiting
-  packet read per wake-up, PUBLISH handed over raw, acknowledgements in bulk every 500
-  messages): the ceiling of the receive path the pipeline itself uses;
+- bare-tuned: the same on the collector's paho client (ingest/mqttclient.py: the socket
+  read in chunks, PUBLISH packets cut from them and handed over raw, every waiting packet
+  read per wake-up, acknowledgements in bulk every 500 messages): the ceiling of the receive
+  path the pipeline itself uses;
 - gmqtt: the same with gmqtt (asyncio) under MQTT 5, which acknowledges when an async callback
   returns (under 3.1.1 gmqtt always acknowledges before the callback runs);
 - batching: paho-mqtt, QoS 1 with paho's automatic acknowledgement, `json.loads`, line protocol
