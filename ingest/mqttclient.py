@@ -39,7 +39,6 @@ to 31,000 msg/s under 3.1.1). It goes through paho's internal `_packet_queue`, t
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -141,7 +140,7 @@ class Client(mqtt.Client):
             n += 1
         if n:
             with self._msgtime_mutex:
-                self._last_bytes_received = time.monotonic()
+                self._last_bytes_received = mqtt.time_func()  # what paho's keepalive reads
         return n
 
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
