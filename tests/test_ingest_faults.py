@@ -1,8 +1,9 @@
 """Fault tests on real servers (slow: about a minute together; deselect with -m 'not slow').
 
-While readings flow: InfluxDB is stopped for 30 s; Mosquitto is restarted; the pipeline process
-is killed with SIGKILL and started again. Afterwards every reading sent is in InfluxDB, counted
-back point by point, and none is there twice (the stored set equals the sent set exactly).
+While readings flow: InfluxDB is stopped for 30 s, or frozen (SIGSTOP) under a fast stream;
+Mosquitto is restarted; the pipeline process is killed with SIGKILL and started again.
+Afterwards every reading sent is in InfluxDB, counted back point by point, and none is there
+twice (the stored set equals the sent set exactly).
 Each test runs on its own Mosquitto and InfluxDB so the faults touch nothing else.
 """
 
@@ -111,11 +112,12 @@ def mini(mini_sensors: SensorRegistry, mini_regions: RegionRegistry) -> MessageP
     return MessageProcessor(mini_sensors, mini_regions)
 
 
-def collector(s: LocalServers, proc: MessageProcessor, tmp: Path, name: str) -> Collector:
+def collector(s: LocalServers, proc: MessageProcessor, tmp: Path, name: str,
+              ingest_cfg: IngestConfig | None = None) -> Collector:
     return Collector(
         MqttConfig(port=s.mqtt.port, client_id=f"fault-{name}", drill_root=None),
         InfluxConfig(url=s.influx_url, database="faults", flush_interval_s=0.05, write_deadline_s=2.0),
-        proc, ingest_cfg=IngestConfig(), spool_dir=tmp / "spool",
+        proc, ingest_cfg=ingest_cfg or IngestConfig(), spool_dir=tmp / "spool",
     )
 
 
@@ -235,6 +237,52 @@ def test_qos0_readings_wait_for_a_pipeline_that_is_away(own_servers: LocalServer
         assert_exactly(set(sent), stored(own_servers.influx_url, "faults"))
     finally:
         col.stop()
+
+
+def test_a_hung_influxdb_holds_the_broker_back_not_memory(own_servers: LocalServers, mini: MessageProcessor,
+                                                          tmp_path: Path) -> None:
+    """InfluxDB frozen (SIGSTOP: a stalled disk or a long pause, connections accepted and never
+    answered) while a fast stream arrives, with the broker's in-flight window far larger than
+    the received-messages bound: the MQTT thread stops reading once `queue_max_bytes` of
+    payload wait, so TCP holds the broker back, instead of the queue growing without bound.
+    Nothing is lost: when InfluxDB thaws, every reading is stored once."""
+    from ews import metrics
+
+    bound = 64 * 1024
+    waited = metrics.BACKPRESSURE_SECONDS._value.get
+    before = waited()
+    col = collector(own_servers, mini, tmp_path, "hung", IngestConfig(queue_max_bytes=bound))
+    col.start()
+    influx = own_servers.influx.proc
+    assert influx is not None
+    peak = [0]
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            peak[0] = max(peak[0], col._received_bytes - col._taken_bytes)
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        assert wait_for(lambda: col._connected.is_set(), 20)
+        os.kill(influx.pid, signal.SIGSTOP)
+        stream = Stream(own_servers.mqtt.port, mini.sensors, ["RG-A1", "RG-A2", "RG-B1"], 3000, "fault-pub-hung")
+        stream.start()
+        time.sleep(4)
+        os.kill(influx.pid, signal.SIGCONT)
+        sent = stream.finish()
+        assert wait_for(lambda: len(stored(own_servers.influx_url, "faults")) >= len(sent)
+                        and col.pending == 0 and not len(col.sinks[False].spool), 60)
+        assert_exactly(sent, stored(own_servers.influx_url, "faults"))
+        assert len(sent) * 30 > 2 * bound  # the stream was larger than the bound twice over
+    finally:
+        os.kill(influx.pid, signal.SIGCONT)
+        sampling.set()
+        col.stop()
+    assert waited() - before > 0.5
+    assert bound < peak[0] <= bound + 100  # reached, and passed by one message at most
 
 
 def test_pipeline_killed_and_restarted(own_servers: LocalServers, tmp_path: Path) -> None:
