@@ -72,7 +72,8 @@ def test_packets_come_out_whole_across_chunks_and_select_sees_everything(monkeyp
     sent = stream(3000, 500, 3 * READ_CHUNK + 17)
     mids = [0 if i % 3 == 0 else 1 + i % 65535 for i in range(len(sent))]  # every third at QoS 0
     wire = b"".join(
-        publish_packet(t, p, mids[i], qos=1 if mids[i] else 0, flags=0x09 if i % 5 == 0 else 0)  # DUP, RETAIN
+        publish_packet(t, p, mids[i], qos=1 if mids[i] else 0,
+                       flags=(0x01 | (0x08 if mids[i] else 0)) if i % 5 == 0 else 0)  # RETAIN, DUP (QoS 1 only)
         + (PINGRESP if i % 101 == 0 else b"") + (b"\x40\x02\x00\x01" if i % 211 == 0 else b"")  # a PUBACK
         for i, (t, p) in enumerate(sent))
     got: list[Received] = []
