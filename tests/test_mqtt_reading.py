@@ -1,9 +1,10 @@
 """The collector's MQTT client reading its socket in chunks (ingest/mqttclient.py).
 
 Packets are handed to paho from a buffer read up to 64 KB at a time: every packet must come
-out whole wherever a chunk ends (small packets by the thousand, packets larger than a chunk,
-TLS records), the buffer must be empty whenever control goes back to `select()` (which cannot
-see it), and bytes left from a connection that closed must never be read as the next one's.
+out whole wherever a chunk ends, under MQTT 3.1.1 and 5 (small packets by the thousand,
+packets larger than a chunk, TLS records), the buffer must be empty whenever control goes
+back to `select()` (which cannot see it), and bytes left from a connection that closed must
+never be read as the next one's.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from ews.brokerauth import provision
 from ews.config import MqttConfig, MqttTls
@@ -30,25 +33,49 @@ REPO = Path(__file__).resolve().parent.parent
 Received = tuple[bytes, bytes, int]  # topic, payload, packet id
 
 
-def publish_packet(topic: bytes, payload: bytes, mid: int, qos: int = 1, flags: int = 0) -> bytes:
-    """A PUBLISH as MQTT 3.1.1 puts it on the wire (fixed header 0x30 | qos << 1 | DUP and
-    RETAIN flags, remaining length as a variable-length integer, topic, packet id, payload)."""
-    body = len(topic).to_bytes(2, "big") + topic + (mid.to_bytes(2, "big") if qos else b"") + payload
-    n, length = len(body), bytearray()
+def varint(n: int) -> bytes:
+    """MQTT's variable byte integer."""
+    out = bytearray()
     while True:
         n, digit = divmod(n, 128)
-        length.append(digit | (0x80 if n else 0))
+        out.append(digit | (0x80 if n else 0))
         if not n:
-            break
-    return bytes([0x30 | qos << 1 | flags]) + bytes(length) + body
+            return bytes(out)
+
+
+def publish_packet(topic: bytes, payload: bytes, mid: int, qos: int = 1, flags: int = 0,
+                   props: bytes | None = None) -> bytes:
+    """A PUBLISH as MQTT puts it on the wire: fixed header 0x30 | qos << 1 | DUP and RETAIN
+    flags, remaining length, topic, packet id, under MQTT 5 (`props` given) the properties
+    with their length, then the payload."""
+    body = len(topic).to_bytes(2, "big") + topic + (mid.to_bytes(2, "big") if qos else b"")
+    if props is not None:
+        body += varint(len(props)) + props
+    body += payload
+    return bytes([0x30 | qos << 1 | flags]) + varint(len(body)) + body
+
+
+def properties(i: int) -> bytes:
+    """MQTT 5 PUBLISH properties of various lengths, some past 127 bytes (a 2-byte length)."""
+    if i % 4 == 0:
+        return b""
+    utf8 = lambda s: len(s).to_bytes(2, "big") + s  # noqa: E731
+    out = b"\x01\x01" + b"\x02" + (3600).to_bytes(4, "big")  # payload format indicator, message expiry
+    if i % 4 == 2:
+        out += b"\x26" + utf8(b"gateway") + utf8(b"v" * (i % 300))  # a user property
+    if i % 4 == 3:
+        out += b"\x03" + utf8(b"application/json")  # content type
+    return out
 
 
 PINGRESP = b"\xd0\x00"
 
 
-def unconnected_client(got: list[Received]) -> mqtt.Client:
-    c = make_client(MqttConfig(client_id="reading-test"))
+def unconnected_client(got: list[Received], protocol: str = "3.1.1") -> mqtt.Client:
+    c = make_client(MqttConfig(client_id="reading-test", protocol=protocol))  # type: ignore[arg-type]
     c.on_publish_raw = lambda t, p, mid: got.append((t, p, mid))  # type: ignore[attr-defined]
+    # what paho's own reading delivers, as the collector's on_message takes it
+    c.on_message = lambda _c, _u, m: got.append((m._topic, m.payload, m.mid if m.qos else 0))
     return c
 
 
@@ -63,21 +90,25 @@ def stream(n: int, big_every: int, big_size: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def test_packets_come_out_whole_across_chunks_and_select_sees_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_packets_come_out_whole_across_chunks_and_select_sees_everything(
+        monkeypatch: pytest.MonkeyPatch, protocol: str) -> None:
     """Thousands of small packets and some larger than a chunk, written from another thread
     while a select()-driven loop reads them as paho's own loop does: every one arrives exactly
     as sent, in order, including the last ones after the writer has stopped (left in the
-    buffer, select() would never wake for them)."""
+    buffer, select() would never wake for them). Under MQTT 5 with properties of all sizes."""
     monkeypatch.setattr(mqttclient, "READ_BURST", 10)  # return to select() often
     sent = stream(3000, 500, 3 * READ_CHUNK + 17)
     mids = [0 if i % 3 == 0 else 1 + i % 65535 for i in range(len(sent))]  # every third at QoS 0
+    pingresp, puback = (PINGRESP, b"\x40\x02\x00\x01") if protocol == "3.1.1" else (PINGRESP, b"\x40\x03\x00\x01\x00")
     wire = b"".join(
         publish_packet(t, p, mids[i], qos=1 if mids[i] else 0,
-                       flags=(0x01 | (0x08 if mids[i] else 0)) if i % 5 == 0 else 0)  # RETAIN, DUP (QoS 1 only)
-        + (PINGRESP if i % 101 == 0 else b"") + (b"\x40\x02\x00\x01" if i % 211 == 0 else b"")  # a PUBACK
+                       flags=(0x01 | (0x08 if mids[i] else 0)) if i % 5 == 0 else 0,  # RETAIN, DUP (QoS 1 only)
+                       props=properties(i) if protocol == "5" else None)
+        + (pingresp if i % 101 == 0 else b"") + (puback if i % 211 == 0 else b"")
         for i, (t, p) in enumerate(sent))
     got: list[Received] = []
-    c = unconnected_client(got)
+    c = unconnected_client(got, protocol)
     by_paho = [0]  # packets paho's own reading took: those a chunk ended inside
     handle = c._handle_publish
 
@@ -160,7 +191,8 @@ def test_bytes_of_a_closed_connection_are_not_read_as_the_next_ones() -> None:
     new_peer.close()
 
 
-def _receive_through(cfg: MqttConfig, publisher: mqtt.Client, sent: list[tuple[bytes, bytes]]) -> list[Received]:
+def _receive_through(cfg: MqttConfig, publisher: mqtt.Client, sent: list[tuple[bytes, bytes]],
+                     props: Properties | None = None) -> list[Received]:
     got: list[Received] = []
     lock = threading.Lock()
     c = make_client(cfg)
@@ -171,6 +203,7 @@ def _receive_through(cfg: MqttConfig, publisher: mqtt.Client, sent: list[tuple[b
         ack_many(c, [mid])
 
     c.on_publish_raw = sink  # type: ignore[attr-defined]
+    c.on_message = lambda _c, _u, m: sink(m._topic, m.payload, m.mid if m.qos else 0)
     subscribed = threading.Event()
     c.on_connect = lambda cl, *_a: cl.subscribe("ews/440106/#", qos=1)
     c.on_subscribe = lambda *_a: subscribed.set()
@@ -178,7 +211,7 @@ def _receive_through(cfg: MqttConfig, publisher: mqtt.Client, sent: list[tuple[b
     c.loop_start()
     try:
         assert subscribed.wait(15), "no SUBACK"
-        infos = [publisher.publish(t.decode(), p, qos=1) for t, p in sent]
+        infos = [publisher.publish(t.decode(), p, qos=1, properties=props) for t, p in sent]
         for info in infos:
             info.wait_for_publish(30)
         assert wait_for(lambda: len(got) >= len(sent), timeout=60)
@@ -189,9 +222,9 @@ def _receive_through(cfg: MqttConfig, publisher: mqtt.Client, sent: list[tuple[b
     return got
 
 
-def _publisher(port: int, client_id: str, tls: tuple[Path, str, str] | None = None) -> mqtt.Client:
-    p = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                    protocol=mqtt.MQTTv311)
+def _publisher(port: int, client_id: str, tls: tuple[Path, str, str] | None = None,
+               protocol: int = mqtt.MQTTv311) -> mqtt.Client:
+    p = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
     if tls is not None:
         p.tls_set(ca_certs=str(tls[0]))
         p.username_pw_set(tls[1], tls[2])
@@ -202,12 +235,22 @@ def _publisher(port: int, client_id: str, tls: tuple[Path, str, str] | None = No
 
 
 @pytest.mark.integration
-def test_mosquitto_stream_arrives_whole(servers: LocalServers) -> None:
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_mosquitto_stream_arrives_whole(servers: LocalServers, protocol: str) -> None:
+    """Under MQTT 5 the publisher's properties (a user property, an expiry) travel with every
+    message and are skipped."""
     sent = stream(4000, 400, 200 * 1024)
-    pub = _publisher(servers.mqtt.port, "reading-pub")
+    props = None
+    if protocol == "5":
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = ("gateway", "GW-440106004")
+        props.MessageExpiryInterval = 3600
+    pub = _publisher(servers.mqtt.port, f"reading-pub-{protocol}",
+                     protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311)
     try:
-        cfg = MqttConfig(port=servers.mqtt.port, client_id=f"reading-sub-{time.time_ns()}")
-        got = _receive_through(cfg, pub, sent)
+        cfg = MqttConfig(port=servers.mqtt.port, client_id=f"reading-sub-{time.time_ns()}",
+                         protocol=protocol)  # type: ignore[arg-type]
+        got = _receive_through(cfg, pub, sent, props)
     finally:
         pub.disconnect()
         pub.loop_stop()
