@@ -59,11 +59,13 @@ Sink = Callable[[bytes, bytes, int], None]  # topic (raw bytes), payload, packet
 
 
 class Client(mqtt.Client):
-    """paho's client, reading every packet that is waiting when its socket wakes it.
+    """paho's client, reading its socket in chunks and every packet waiting when it wakes.
 
-    With `on_publish_raw` set (MQTT 3.1.1, manual acknowledgement), a QoS 0/1 PUBLISH goes
-    straight to it as (topic bytes, payload, packet id), skipping paho's message object,
-    its topic matching and callback locks; anything else takes paho's own path.
+    With `on_publish_raw` set and manual acknowledgement, a QoS 0/1 PUBLISH goes straight to
+    it as (topic bytes, payload, packet id), skipping paho's message object, its topic
+    matching and callback locks: cut from the read buffer by `_take_publishes` (MQTT 3.1.1 and
+    5), or, when paho read it itself (a chunk ended inside it), by `_handle_publish` (3.1.1).
+    Anything else takes paho's own path.
     """
 
     on_publish_raw: Sink | None = None
