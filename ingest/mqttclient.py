@@ -145,8 +145,11 @@ class Client(mqtt.Client):
             sink(buf[i + 2:topic_end], buf[payload_at:body_end], mid)
             n += 1
         if n:
-            with self._msgtime_mutex:
-                self._last_bytes_received = mqtt.time_func()  # what paho's keepalive reads
+            with self._msgtime_mutex:  # what paho's keepalive reads: 2.2 names it so, 2.1 _last_msg_in
+                if hasattr(self, "_last_bytes_received"):
+                    self._last_bytes_received = mqtt.time_func()
+                else:
+                    self._last_msg_in = mqtt.time_func()
         return n
 
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:

@@ -143,6 +143,22 @@ def test_packets_come_out_whole_across_chunks_and_select_sees_everything(
     assert 0 < by_paho[0] < len(sent) / 10  # both ways of reading a packet were taken
 
 
+def test_packets_cut_from_the_buffer_count_for_keepalive() -> None:
+    """paho closes a connection it has heard nothing on for 1.5 keepalives; packets that never
+    pass through paho's reading must still count as heard."""
+    got: list[Received] = []
+    c = unconnected_client(got)
+    ours, theirs = socket.socketpair()
+    c._sock = ours
+    c._rsock, c._rbuf, c._rpos = ours, publish_packet(b"ews/440106/440106004/batch/GW-1", b'{"n": 1}', 5) * 3, 0
+    heard = "_last_bytes_received" if hasattr(c, "_last_bytes_received") else "_last_msg_in"  # paho 2.2, 2.1
+    setattr(c, heard, 0.0)
+    assert c._take_publishes() == 3  # type: ignore[attr-defined]
+    assert getattr(c, heard) > 0.0
+    ours.close()
+    theirs.close()
+
+
 @pytest.mark.parametrize("packet", [
     b"\x32\x05\x00\x00\x00\x01\x7b",  # no topic
     b"\x32\x05\x00\x03ab\x00",  # the topic runs past the packet's end
