@@ -8,9 +8,8 @@ interval, with `Receive Maximum` bounding what the broker sends before we acknow
 
 Receiving: paho builds an `MQTTMessage` per PUBLISH (struct formats made per packet, a topic
 decode, the topic matcher under a lock); the collector needs only the raw topic, payload and
-packet id, which `Client._handle_publish` hands straight to it under 3.1.1 (on 5, QoS 2, or
-an automatic-ack client, paho's own path runs; but see `_take_publishes` below, which takes
-most packets under 5 too).
+packet id, which `Client._handle_publish` hands straight to it (for QoS 2 or an
+automatic-ack client, paho's own path runs).
 
 Reading: paho's `loop_read` handles one packet per `select()` wake-up when the client has
 nothing of its own in flight, as a subscriber mostly has not, so every message paid for a
@@ -24,9 +23,9 @@ it back from the decode and rules threads, and keeps per-packet state in a dict,
 and two lock rounds. `Client._sock_recv` reads up to `READ_CHUNK` bytes at once and hands
 paho its pieces from that, and `_take_publishes` cuts the whole QoS 0/1 PUBLISH packets at
 the head of that buffer itself (under MQTT 3.1.1 and 5), straight to the collector; anything
-else (other packets, a PUBLISH a chunk ends inside, a malformed one, which paho then refuses
-as before) goes through paho's own reading. `loop_read` returns to `select()` only with the buffer empty,
-since `select()` cannot see what it holds. The pipeline at one reading a message, three
+else (other packets, a PUBLISH a chunk ends inside, a malformed one, which is then refused
+as before) goes through paho's own reading. `loop_read` returns to `select()` only with the
+buffer empty, since `select()` cannot see what it holds. The pipeline at one reading a message, three
 interleaved runs of bench/ingest.py's stream: 61,550 msg/s median at 17.0 µs of CPU a reading
 before, 73,431 at 11.9 µs with the chunked reads alone (its threads switched a twelfth as
 often), 141,978 at 5.2 µs with the PUBLISH packets cut from the buffer.
@@ -63,9 +62,9 @@ class Client(mqtt.Client):
 
     With `on_publish_raw` set and manual acknowledgement, a QoS 0/1 PUBLISH goes straight to
     it as (topic bytes, payload, packet id), skipping paho's message object, its topic
-    matching and callback locks: cut from the read buffer by `_take_publishes` (MQTT 3.1.1 and
-    5), or, when paho read it itself (a chunk ended inside it), by `_handle_publish` (3.1.1).
-    Anything else takes paho's own path.
+    matching and callback locks: cut from the read buffer by `_take_publishes`, or, when paho
+    read it itself (a chunk ended inside it), by `_handle_publish`, both through
+    `_publish_parts` (MQTT 3.1.1 and 5). Anything else takes paho's own path.
     """
 
     on_publish_raw: Sink | None = None
@@ -74,16 +73,13 @@ class Client(mqtt.Client):
         sink = self.on_publish_raw
         header = self._in_packet["command"]
         qos = (header & 0x06) >> 1
-        if sink is None or qos > 1 or not self._manual_ack or self._protocol == mqtt.MQTTv5:
+        if sink is None or qos > 1 or not self._manual_ack:
             return super()._handle_publish()
-        packet = self._in_packet["packet"]
-        end = 2 + ((packet[0] << 8) | packet[1])
-        if end + 2 * qos > len(packet) or end == 2:  # no topic, or it (and the packet id) past the end
+        packet = bytes(self._in_packet["packet"])
+        parts = _publish_parts(packet, 0, len(packet), qos, self._protocol == mqtt.MQTTv5)
+        if parts is None:
             return mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
-        if qos:
-            sink(bytes(packet[2:end]), bytes(packet[end + 2:]), (packet[end] << 8) | packet[end + 1])
-        else:
-            sink(bytes(packet[2:end]), bytes(packet[end:]), 0)
+        sink(*parts)
         return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     _rsock: object = None  # the socket `_rbuf` was read from
@@ -111,11 +107,7 @@ class Client(mqtt.Client):
     def _take_publishes(self) -> int:
         """Hand the whole QoS 0/1 PUBLISH packets at the head of the buffer to the sink, without
         paho's per-packet state; stop at anything else, malformed included, or a packet not
-        wholly buffered yet, which paho's own reading then takes. Returns how many.
-
-        Under MQTT 5 the properties between packet id and payload are skipped, as the collector
-        ignores them on paho's path too (a topic alias, the one that would matter, is never sent:
-        our CONNECT leaves Topic Alias Maximum at 0)."""
+        wholly buffered yet, which paho's own reading then takes. Returns how many."""
         sink = self.on_publish_raw
         assert sink is not None
         buf, pos = self._rbuf, self._rpos
@@ -128,21 +120,13 @@ class Client(mqtt.Client):
             if header >> 4 != 3 or qos > 1:
                 break
             length, i = _varint(buf, pos + 1, end)
-            if length < 0:
-                break  # the length runs past the buffer (or past 4 bytes: paho rejects it)
-            body_end = i + length
-            topic_end = i + 2 + ((buf[i] << 8) | buf[i + 1]) if i + 2 <= end else end + 1
-            payload_at = topic_end + 2 * qos
-            if body_end > end or topic_end == i + 2 or payload_at > body_end:
+            if length < 0 or i + length > end:
+                break  # the length, or the packet, runs past the buffer (a length past 4 bytes: paho rejects it)
+            parts = _publish_parts(buf, i, i + length, qos, v5)
+            if parts is None:
                 break
-            if v5:
-                props, at = _varint(buf, payload_at, body_end)
-                if props < 0 or at + props > body_end:
-                    break
-                payload_at = at + props
-            self._rpos = pos = body_end
-            mid = (buf[topic_end] << 8) | buf[topic_end + 1] if qos else 0
-            sink(buf[i + 2:topic_end], buf[payload_at:body_end], mid)
+            self._rpos = pos = i + length
+            sink(*parts)
             n += 1
         if n:
             with self._msgtime_mutex:  # what paho's keepalive reads: 2.2 names it so, 2.1 _last_msg_in
@@ -171,6 +155,23 @@ class Client(mqtt.Client):
             # AGAIN with bytes still buffered: paho paused inside a large packet, not a drained socket
             if (rc == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN or packets >= READ_BURST) and not self._buffered():
                 return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+def _publish_parts(buf: bytes, at: int, end: int, qos: int, v5: bool) -> tuple[bytes, bytes, int] | None:
+    """(topic, payload, packet id) of the PUBLISH whose variable header and payload are
+    buf[at:end]; None when it has no topic, or its topic, packet id or properties run past its
+    end. MQTT 5 properties are skipped: the collector has no use for them, and the one that
+    would matter, a topic alias, is never sent (our CONNECT leaves Topic Alias Maximum at 0)."""
+    topic_end = at + 2 + ((buf[at] << 8) | buf[at + 1]) if at + 2 <= end else end + 1
+    payload_at = topic_end + 2 * qos
+    if topic_end == at + 2 or payload_at > end:
+        return None
+    if v5:
+        props, after = _varint(buf, payload_at, end)
+        if props < 0 or after + props > end:
+            return None
+        payload_at = after + props
+    return buf[at + 2:topic_end], buf[payload_at:end], (buf[topic_end] << 8) | buf[topic_end + 1] if qos else 0
 
 
 def _varint(buf: bytes, at: int, end: int) -> tuple[int, int]:
