@@ -43,6 +43,10 @@ class FleetClock:
         self.behind_ms = 0
         self._observed = NEVER
 
+    def now(self, host_ms: int) -> int:
+        """The time by the best clock known: the sensors' when this host's is behind theirs."""
+        return host_ms + self.behind_ms
+
     def due(self, now_ms: int, every_ms: int = 1000) -> bool:
         """Whether a batch with nothing ahead should be observed anyway (once a second is plenty
         to follow the fleet and costs nothing at full speed)."""

@@ -215,7 +215,7 @@ class MessageProcessor:
             for row, (b, r) in rows.health.items():
                 battery[row], rssi[row] = b, r
         bad_range = ~((self._lo[sensor] <= value) & (value <= self._hi[sensor]))
-        future = ts > now_ms + self.clock.behind_ms + self.future_tolerance_ms
+        future = ts > self.clock.now(now_ms) + self.future_tolerance_ms
         if live and (self.clock.due(now_ms) or future.any()):
             future = ts > now_ms + self.clock.observe(sensor, ts, now_ms) + self.future_tolerance_ms
         late = ts < now_ms - self.allowed_lateness_ms
@@ -247,7 +247,7 @@ class MessageProcessor:
             detail = f"{s.id}: value {v} outside the valid range of {s.kind} [{k.min}, {k.max}] {k.unit}"
         elif future:
             reason = Reason.FUTURE_TIMESTAMP
-            detail = f"{s.id}: ts {t} is {(t - now_ms - self.clock.behind_ms) / 1000:.0f} s in the future"
+            detail = f"{s.id}: ts {t} is {(t - self.clock.now(now_ms)) / 1000:.0f} s in the future"
         elif self._oldest_ms is not None and t < self._oldest_ms:
             reason = Reason.BEYOND_RETENTION
             detail = self._beyond_retention(s.id, t, now_ms)
@@ -332,7 +332,7 @@ class MessageProcessor:
     def _unregistered(self, out: list[Unregistered], t: Topic, doc: Any, now_ms: int) -> None:
         assert t.kind is not None and t.sensor is not None
         if is_senml(doc):
-            pack = SenmlPack(doc, now_ms + self.clock.behind_ms)  # receipt, by the best clock known
+            pack = SenmlPack(doc, self.clock.now(now_ms))  # receipt, by the best clock known
             if pack.errors:
                 raise pack.errors[0][1]
             bad = [r.measure for r in pack.records if r.measure not in ("", t.kind)]
@@ -346,7 +346,7 @@ class MessageProcessor:
             v = self.units.convert(r.value, r.unit, k.unit) if r.unit is not None else r.value
             if not k.min <= v <= k.max:
                 raise Rejected(Reason.OUT_OF_RANGE, f"{t.sensor}: value {v} outside [{k.min}, {k.max}] {k.unit}")
-            if r.ts_ms > now_ms + self.clock.behind_ms + self.future_tolerance_ms:
+            if r.ts_ms > self.clock.now(now_ms) + self.future_tolerance_ms:
                 raise Rejected(Reason.FUTURE_TIMESTAMP, f"{t.sensor}: ts {r.ts_ms} is in the future")
             if self._oldest_ms is not None and r.ts_ms < self._oldest_ms:
                 raise Rejected(Reason.BEYOND_RETENTION, self._beyond_retention(t.sensor, r.ts_ms, now_ms))
@@ -420,7 +420,7 @@ class MessageProcessor:
         now_ms: int, sensor_idx: int | None = None, prefix: str | None = None,
     ) -> None:
         """A SenML pack on a per-sensor topic (`sensor_idx`) or a gateway topic (`prefix`)."""
-        pack = SenmlPack(doc, now_ms + self.clock.behind_ms)  # receipt, by the best clock known
+        pack = SenmlPack(doc, self.clock.now(now_ms))  # receipt, by the best clock known
         health: list[tuple[int, int, str, float]] = []  # (record index, sensor, measure, value)
         health_ts: list[int] = []
         at: dict[tuple[int, int], int] = {}  # (sensor, ts) -> row of its reading
