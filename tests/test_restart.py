@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -108,6 +109,18 @@ class Run:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
+    def kill_once_recorded(self, state: Path, deliveries: int) -> None:
+        """Kill it once its outbox has recorded `deliveries` as sent. A kill between a webhook's
+        answer and that record makes the next run send the notification again, under the same
+        idempotency key, as at-least-once delivery must (tests/test_delivery_kill.py); these tests
+        are about the rules' state across the kill, and count every delivery."""
+        def recorded() -> bool:
+            with sqlite3.connect(f"file:{state / 'warnings.sqlite'}?mode=ro", uri=True) as db:
+                return db.execute("SELECT count(*) FROM outbox WHERE state = 'sent'").fetchone()[0] >= deliveries
+
+        assert wait_for(recorded, 10), "the outbox did not record the delivery"
+        self.kill()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -157,7 +170,7 @@ def test_kill_inside_a_3h_accumulation(servers: LocalServers, influx_db: str, ho
     try:
         gauge.send(series[:18])
         assert wait_for(lambda: stored(db) == 18 and hook.seen("rainstorm") == want[:1]), hook.seen("rainstorm")
-        run.kill()  # inside the accumulation: 72 mm in the last 90 minutes
+        run.kill_once_recorded(tmp_path / "state", 1)  # inside the accumulation: 72 mm in the last 90 minutes
         gauge.send(series[18:])  # the broker keeps them for the pipeline's session
         run = Run(cfg, log)
         assert wait_for(lambda: stored(db) == 36 and len(hook.seen("rainstorm")) >= 2), hook.seen("rainstorm")
@@ -216,7 +229,7 @@ def test_restart_while_readings_wait_in_the_spool(own_servers: LocalServers, hoo
         # evaluated live from the spool: orange opens at 52 mm
         assert wait_for(lambda: hook.seen("rainstorm") == want[:1]), hook.seen("rainstorm")
         assert wait_for(lambda: sum(int(p.stem.partition("-")[2]) for p in spool.glob("*.lp")) == 12)
-        run.kill()
+        run.kill_once_recorded(tmp_path / "state", 1)
         own_servers.influx.start()  # back before the pipeline: its spool is replayed after the rebuild
         run = Run(cfg, log)
         gauge.send(after)
@@ -254,7 +267,7 @@ def test_history_unreadable_at_start_is_read_once_influxdb_answers(
     try:
         gauge.send(series[:24])
         assert wait_for(lambda: stored(db) == 24 and hook.seen("rainstorm") == want[:1]), hook.seen("rainstorm")
-        run.kill()
+        run.kill_once_recorded(tmp_path / "state", 1)
         own_servers.influx.stop()
         run = Run(cfg, log)
         assert wait_for(lambda: "rules of gas, ponding, rain" in log.read_text(encoding="utf-8"))
