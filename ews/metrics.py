@@ -34,6 +34,10 @@ SESSIONS_LOST = Counter(
     "ews_mqtt_sessions_lost_total", "Connections on which the broker had not kept this pipeline's session: what it "
     "was sent for us meanwhile is lost at the broker"
 )
+SUBSCRIPTIONS_REFUSED = Gauge(
+    "ews_mqtt_subscriptions_refused", "Topic filters the broker refused on the current connection (its ACL): no "
+    "reading under them arrives"
+)
 INFLIGHT_WINDOW = Gauge(
     "ews_ingest_inflight_window", "Unacknowledged messages the broker stops at, known or learned (0: none seen)"
 )

@@ -178,7 +178,7 @@ class Pipeline:
         heap.settle()
         self.collector.start()
         self.rules.start(lambda changes: self._apply(changes, self.warnings),
-                         feed_up=lambda: self.collector._connected.is_set(),
+                         feed_up=lambda: self.collector.subscribed,
                          open_warnings=self.warnings.open_warnings,
                          spooled=self.collector.sinks[False].spool.contents)
         # consumers that connect later still see the current state of every community

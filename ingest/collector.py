@@ -156,7 +156,9 @@ class Collector:
         self._released_at = 0.0  # monotonic time of our last connect or ack
         self._window_closes: deque[float] = deque(maxlen=WINDOW_WARN_BATCHES)
         self._window_warned_at = -1e9
-        self._connected = threading.Event()
+        # set on the SUBACK of the current connection: only then does a reading published now reach us
+        self._subscribed = threading.Event()
+        self._subscribe_mid: int | None = None
         self._threads: list[threading.Thread] = []
         self._warned: set[str] = set()
         self._log_limit = LogLimit()
@@ -172,6 +174,7 @@ class Collector:
         self.client = make_client(mqtt_cfg)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         if isinstance(self.client, Client):
             self.client.on_publish_raw = self._on_publish_raw
@@ -206,11 +209,28 @@ class Collector:
                       "we were away is lost at the broker; check that it keeps sessions and their messages across "
                       "restarts (Mosquitto: persistence, persistent_client_expiration; EMQX: session expiry)",
                       self.cfg.host, self.cfg.port, self.cfg.client_id)
-        client.subscribe([(f, 1) for f in self.subscriptions])
-        self._connected.set()
-        log.info("MQTT connected to %s:%d (MQTT %s, %s), subscribed %s", self.cfg.host, self.cfg.port,
+        self._subscribe_mid = client.subscribe([(f, 1) for f in self.subscriptions])[1]
+        log.info("MQTT connected to %s:%d (MQTT %s, %s), subscribing %s", self.cfg.host, self.cfg.port,
                  self.cfg.protocol, "session resumed" if resumed else "new session", self.subscriptions)
         self._note_session()
+
+    def _on_subscribe(self, _c: mqtt.Client, _ud: Any, mid: int, codes: list[Any], _props: Any) -> None:
+        if mid != self._subscribe_mid:
+            return
+        # a filter the broker's ACL denies is refused here and only here: nothing under it ever
+        # arrives, and the connection looks healthy
+        refused = [(f, c) for f, c in zip(self.subscriptions, codes, strict=False) if c.is_failure]
+        metrics.SUBSCRIPTIONS_REFUSED.set(len(refused))
+        for f, code in refused:
+            log.error("the MQTT broker at %s:%d refused the subscription %s (%s): no reading under it reaches "
+                      "the pipeline; check that its ACL lets %s read it", self.cfg.host, self.cfg.port, f, code,
+                      self.cfg.username or self.cfg.client_id)
+        self._subscribed.set()
+
+    @property
+    def subscribed(self) -> bool:
+        """Connected, and the broker has answered this connection's subscription."""
+        return self._subscribed.is_set()
 
     def _session_key(self) -> str:
         return f"{self.cfg.client_id} {self.cfg.host}:{self.cfg.port}\n"
@@ -237,7 +257,7 @@ class Collector:
         return [*self.cfg.subscriptions, *mirrored]
 
     def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _flags: Any, rc: Any, _props: Any) -> None:
-        self._connected.clear()
+        self._subscribed.clear()
         if not self._stop.is_set():
             log.warning("MQTT disconnected (%s); reconnecting with backoff", rc)
 
@@ -270,7 +290,7 @@ class Collector:
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    def start(self, wait_connected_s: float = 10.0) -> None:
+    def start(self, wait_subscribed_s: float = 10.0) -> None:
         connect_async(self.client, self.cfg)
         self.client.loop_start()
         self.sinks[False].prepare()  # while the broker connects (drill databases: when used)
@@ -284,8 +304,9 @@ class Collector:
             t = threading.Thread(target=fn, name=name, daemon=True)
             t.start()
             self._threads.append(t)
-        if not self._connected.wait(wait_connected_s):
-            log.warning("MQTT broker %s:%d not reachable yet; still trying", self.cfg.host, self.cfg.port)
+        if not self._subscribed.wait(wait_subscribed_s):
+            log.warning("MQTT broker %s:%d not reachable yet, or not answering our subscription; still trying",
+                        self.cfg.host, self.cfg.port)
 
     def stop(self, drain_s: float = 10.0) -> None:
         """Finish what was received (up to drain_s), then disconnect; the rest stays unacked."""

@@ -32,7 +32,7 @@ def schema_env(servers: LocalServers, tmp_path_factory: pytest.TempPathFactory) 
     e.open_pair()  # something to list, acknowledge and silence
     # readiness answers 503 on purpose while the broker is away (test_api checks that); here
     # the pipeline counts as connected so a 503 can only mean a fault
-    e.app.state.ews.ctx.mqtt_connected = lambda: True
+    e.app.state.ews.ctx.mqtt_ready = lambda: True
     yield e
     e.close()
 

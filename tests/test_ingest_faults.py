@@ -37,9 +37,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 Point = tuple[str, int, float]  # sensor, ts_ms, value
 
 
-
-
-
 class Stream:
     """Publishes readings of the given sensors at `rate` per second, QoS 1, from its own thread.
 
@@ -185,7 +182,7 @@ def test_a_broker_that_lost_our_session_is_reported(own_servers: LocalServers, m
         col = collector(own_servers, mini, tmp_path, "session")
         col.start()
         try:
-            assert wait_for(lambda: col._connected.is_set(), 20)
+            assert wait_for(lambda: col.subscribed, 20)
             then(col)
         finally:
             col.stop()
@@ -195,7 +192,7 @@ def test_a_broker_that_lost_our_session_is_reported(own_servers: LocalServers, m
             generation = col._generation
             with caplog.at_level("ERROR", logger="ingest.collector"):
                 restart()
-                assert wait_for(lambda g=generation: col._generation > g and col._connected.is_set(), 20)
+                assert wait_for(lambda g=generation: col._generation > g and col.subscribed, 20)
             assert lost() == before + counted
 
     one_run(broker_restarts)
@@ -215,7 +212,7 @@ def test_qos0_readings_wait_for_a_pipeline_that_is_away(own_servers: LocalServer
     QoS 0 reading sent meanwhile. The shipped configuration keeps them."""
     col = collector(own_servers, mini, tmp_path, "qos0")
     col.start()
-    assert wait_for(lambda: col._connected.is_set(), 20)
+    assert wait_for(lambda: col.subscribed, 20)
     col.stop()  # the session stays with the broker
     pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="qos0-gateway")
     pub.connect("127.0.0.1", own_servers.mqtt.port)
@@ -266,7 +263,7 @@ def test_a_hung_influxdb_holds_the_broker_back_not_memory(own_servers: LocalServ
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        assert wait_for(lambda: col._connected.is_set(), 20)
+        assert wait_for(lambda: col.subscribed, 20)
         os.kill(influx.pid, signal.SIGSTOP)
         stream = Stream(own_servers.mqtt.port, mini.sensors, ["RG-A1", "RG-A2", "RG-B1"], 3000, "fault-pub-hung")
         stream.start()

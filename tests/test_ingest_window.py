@@ -123,9 +123,12 @@ def test_behind_a_strict_window_batches_close_at_it_and_nothing_is_lost(
             assert wait_for(lambda: col.stats["messages"] >= n and col.pending == 0, timeout=60)
         assert max(s.held_peak for s in proxy.sessions) > 0  # the window did hold deliveries back
         assert col._window.limit == window
-        # all but the first few batches (the two lingers that learn the window) closed at it
+        # all but a few batches closed at the window: on a quiet host 35 of the 37 full ones (the
+        # two lingers that learn it excepted); a host loaded beside the test lets a few more run
+        # out their linger before the proxy's next deliveries (32, and once 30, seen under three
+        # CPU hogs). Without closing at the window, none would.
         assert col.stats["batches"] >= n // window
-        assert _closed() - closed0 >= n // window - 4
+        assert _closed() - closed0 >= n // window - 8
         assert any("in-flight window" in r.message and r.levelno == logging.WARNING for r in caplog.records)
         assert _stored(servers, influx_db) == n
     finally:

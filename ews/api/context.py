@@ -37,7 +37,7 @@ class ApiContext:
     engine: Callable[[], RuleEngine]  # the engine in force (a reload replaces it)
     ruleset: Callable[[], RuleSet]
     reload_rules: Callable[[str], dict[str, Any]]  # actor -> summary; raises ConfigError
-    mqtt_connected: Callable[[], bool]
+    mqtt_ready: Callable[[], bool]
     influx: InfluxV1 | None  # the API's own client: reads for charts, the readiness probe
     listeners: list[Callable[[Transition], None]] = field(default_factory=list)
     influx_url: str = ""
@@ -51,6 +51,6 @@ class ApiContext:
             regions=p.regions, sensors=p.sensors, store=p.store, warnings=p.warnings,
             silences=p.silences, latest=p.latest,
             engine=lambda: p.engine, ruleset=lambda: p.ruleset, reload_rules=lambda _actor: p.reload_rules(),
-            mqtt_connected=p.collector.client.is_connected, influx=influx,
+            mqtt_ready=lambda: p.collector.subscribed, influx=influx,
             listeners=p.listeners, influx_url=p.cfg.influxdb.url,
         )

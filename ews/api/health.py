@@ -1,9 +1,9 @@
 """Liveness, readiness and metrics: open to the orchestrator and to Prometheus, no token.
 
-Readiness means the pipeline can do its work: connected to the MQTT broker, InfluxDB
-answering its ping, the warning store readable. A probe that fails takes the instance out
-of a load balancer; it never restarts it (that is liveness, which only says the process
-answers).
+Readiness means the pipeline can do its work: connected to the MQTT broker, which has
+answered its subscription, InfluxDB answering its ping, the warning store readable. A
+probe that fails takes the instance out of a load balancer; it never restarts it (that is
+liveness, which only says the process answers).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _check(fn: Any) -> dict[str, Any]:
 @router.get("/readyz", response_model=Ready, responses={503: {"model": Ready, "description": "not ready"}})
 def readyz(st: State) -> JSONResponse:
     checks = {
-        "mqtt": _check(st.ctx.mqtt_connected),
+        "mqtt": _check(st.ctx.mqtt_ready),
         "influxdb": _check(lambda: st.ctx.influx is not None and st.ctx.influx.ping()),
         "store": _check(lambda: st.queries.open_levels() is not None),
     }
