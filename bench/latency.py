@@ -208,7 +208,7 @@ def main() -> int:
             prober: Prober | None = None
             try:
                 deadline = time.monotonic() + 120
-                while b"MQTT connected" not in (folder / "pipeline.log").read_bytes():
+                while b"MQTT subscribed" not in (folder / "pipeline.log").read_bytes():
                     if proc.poll() is not None or time.monotonic() > deadline:
                         raise SystemExit("the pipeline did not start:\n"
                                          + (folder / "pipeline.log").read_text(errors="replace")[-3000:])

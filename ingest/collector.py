@@ -219,12 +219,15 @@ class Collector:
             return
         # a filter the broker's ACL denies is refused here and only here: nothing under it ever
         # arrives, and the connection looks healthy
-        refused = [(f, c) for f, c in zip(self.subscriptions, codes, strict=False) if c.is_failure]
+        answered = list(zip(self.subscriptions, codes, strict=False))
+        refused = [(f, code) for f, code in answered if code.is_failure]
         metrics.SUBSCRIPTIONS_REFUSED.set(len(refused))
         for f, code in refused:
             log.error("the MQTT broker at %s:%d refused the subscription %s (%s): no reading under it reaches "
                       "the pipeline; check that its ACL lets %s read it", self.cfg.host, self.cfg.port, f, code,
                       self.cfg.username or self.cfg.client_id)
+        # from here on, what is published under these reaches us (tools starting the pipeline wait for this line)
+        log.info("MQTT subscribed to %s", [f for f, code in answered if not code.is_failure])
         self._subscribed.set()
 
     @property

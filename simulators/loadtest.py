@@ -156,7 +156,7 @@ class LoadTest:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the pipeline exited with {self.proc.returncode}; see {log_path}")
-            if b"MQTT connected" in log_path.read_bytes():
+            if b"MQTT subscribed" in log_path.read_bytes():
                 return load, database
             time.sleep(0.2)
         raise TimeoutError(f"the pipeline did not connect to the broker within 120 s; see {log_path}")

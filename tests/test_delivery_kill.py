@@ -108,7 +108,7 @@ class Run:
         self.proc = subprocess.Popen([sys.executable, "-m", "ews.cli", "run", "--config", str(cfg)],
                                      cwd=REPO, env=env, stdout=self.out, stderr=subprocess.STDOUT)
         mark = self.log.stat().st_size
-        assert wait_for(lambda: b"MQTT connected" in self.log.read_bytes()[mark:] or self.proc.poll() is not None,
+        assert wait_for(lambda: b"MQTT subscribed" in self.log.read_bytes()[mark:] or self.proc.poll() is not None,
                         60), "the pipeline to connect"
         assert self.proc.poll() is None, self.log.read_text(errors="replace")[-3000:]
 

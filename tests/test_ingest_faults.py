@@ -298,8 +298,8 @@ def test_pipeline_killed_and_restarted(own_servers: LocalServers, tmp_path: Path
         with log_file.open("ab") as log:
             proc = subprocess.Popen([sys.executable, "-m", "ews.cli", "run", "--config", str(cfg_file)],
                                     stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        n = log_file.read_text().count("MQTT connected")
-        assert wait_for(lambda: log_file.read_text().count("MQTT connected") > n or proc.poll() is not None, 60)
+        n = log_file.read_text().count("MQTT subscribed")
+        assert wait_for(lambda: log_file.read_text().count("MQTT subscribed") > n or proc.poll() is not None, 60)
         assert proc.poll() is None, log_file.read_text()[-3000:]
         return proc
 

@@ -98,12 +98,12 @@ class Run:
     def __init__(self, cfg: Path, log: Path):
         self.log = log
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        mark = log.stat().st_size if log.exists() else 0  # earlier runs write to the same log
         self.proc = subprocess.Popen([sys.executable, "-m", "ews.cli", "run", "--config", str(cfg)],
                                      stdout=subprocess.DEVNULL, stderr=log.open("ab"), env=env)
-        ok = wait_for(lambda: "subscribed" in log.read_text(encoding="utf-8", errors="replace")
-                      or self.proc.poll() is not None, 60)
+        # the broker has the subscription: what is published from here on reaches this run
+        ok = wait_for(lambda: b"MQTT subscribed" in log.read_bytes()[mark:] or self.proc.poll() is not None, 60)
         assert ok and self.proc.poll() is None, log.read_text(encoding="utf-8", errors="replace")[-3000:]
-        time.sleep(0.3)  # let the broker take the subscription before anyone publishes
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
