@@ -78,12 +78,12 @@ def _collector(port: int, client_id: str, influx_url: str, db: str, sensors: Sen
     )
 
 
-def _publish(port: int, client_id: str, n: int, t0: int) -> None:
+def _publish(port: int, client_id: str, n: int, t0: int, topic: str = RG) -> None:
     pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
     pub.max_inflight_messages_set(0)
     pub.connect("127.0.0.1", port)
     pub.loop_start()
-    infos = [pub.publish(RG, orjson.dumps({"ts": t0 + i * 1000, "value": 0.1}), qos=1) for i in range(n)]
+    infos = [pub.publish(topic, orjson.dumps({"ts": t0 + i * 1000, "value": 0.1}), qos=1) for i in range(n)]
     for info in infos:
         info.wait_for_publish(10)
     pub.disconnect()

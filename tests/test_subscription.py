@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import orjson
-import paho.mqtt.client as mqtt
 import pytest
 from prometheus_client import REGISTRY
 
@@ -24,24 +23,13 @@ from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
 from ews.servers import LocalServers, ManagedServer, mosquitto
 
-from .conftest import COMM_A1, COMM_B1, STREET_A, STREET_B
-from .test_ingest_window import _collector
+from .conftest import COMM_B1, STREET_A, STREET_B
+from .test_ingest_window import _collector, _publish
 from .waiting import wait_for
 
 pytestmark = pytest.mark.integration
 SUBSCRIBE = 8
 NOW = int(time.time() * 1000)
-
-
-def _publish_one(port: int, topic: str, ts: int) -> None:
-    pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=f"sub-pub-{time.time_ns()}")
-    pub.connect("127.0.0.1", port)
-    pub.loop_start()
-    try:
-        pub.publish(topic, orjson.dumps({"ts": ts, "value": 0.1}), qos=1).wait_for_publish(10)
-    finally:
-        pub.disconnect()
-        pub.loop_stop()
 
 
 def _refused() -> float:
@@ -67,7 +55,7 @@ def test_start_returns_once_the_broker_has_the_subscription(
                      mini_regions, tmp_path / "spool")
     col.start()
     try:
-        _publish_one(servers.mqtt.port, f"ews/440106/{STREET_A}/{COMM_A1}/rain/RG-A1", NOW)
+        _publish(servers.mqtt.port, f"test-sub-pub-{time.time_ns()}", 1, NOW)
         assert wait_for(lambda: col.stats["messages"] == 1 and col.pending == 0, timeout=10)
         assert col.subscribed
     finally:
@@ -118,8 +106,8 @@ def test_a_refused_subscription_is_reported_and_the_rest_flows(
             assert _refused() == 1
             errors = [r.getMessage() for r in caplog.records if "refused the subscription" in r.getMessage()]
             assert len(errors) == 1 and denied in errors[0] and allowed not in errors[0]
-            _publish_one(broker.port, f"ews/440106/{STREET_A}/{COMM_A1}/rain/RG-A1", NOW)
-            _publish_one(broker.port, f"ews/440106/{STREET_B}/{COMM_B1}/rain/RG-B1", NOW)
+            _publish(broker.port, f"test-sub-pub-a-{protocol}", 1, NOW)  # RG-A1, under the granted filter
+            _publish(broker.port, f"test-sub-pub-b-{protocol}", 1, NOW, f"ews/440106/{STREET_B}/{COMM_B1}/rain/RG-B1")
             assert wait_for(lambda: col.stats["messages"] >= 1 and col.pending == 0, timeout=10)
             time.sleep(0.3)  # a reading under the refused filter would show up now
             assert col.stats["messages"] == 1
