@@ -119,7 +119,7 @@ class Client(mqtt.Client):
             qos = (header >> 1) & 3
             if header >> 4 != 3 or qos > 1:
                 break
-            length, i = _varint(buf, pos + 1, end)
+            length, i = read_varint(buf, pos + 1, end)
             if length < 0 or i + length > end:
                 break  # the length, or the packet, runs past the buffer (a length past 4 bytes: paho rejects it)
             parts = _publish_parts(buf, i, i + length, qos, v5)
@@ -167,14 +167,14 @@ def _publish_parts(buf: bytes, at: int, end: int, qos: int, v5: bool) -> tuple[b
     if topic_end == at + 2 or payload_at > end:
         return None
     if v5:
-        props, after = _varint(buf, payload_at, end)
+        props, after = read_varint(buf, payload_at, end)
         if props < 0 or after + props > end:
             return None
         payload_at = after + props
     return buf[at + 2:topic_end], buf[payload_at:end], (buf[topic_end] << 8) | buf[topic_end + 1] if qos else 0
 
 
-def _varint(buf: bytes, at: int, end: int) -> tuple[int, int]:
+def read_varint(buf: bytes | bytearray, at: int, end: int) -> tuple[int, int]:
     """MQTT's variable byte integer at `at`, and where it ends; (-1, at) if it runs past `end`
     or past the four bytes MQTT allows."""
     value, shift, i = 0, 0, at

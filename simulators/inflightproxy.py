@@ -22,6 +22,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
+from ingest.mqttclient import read_varint
+
 PUBLISH, PUBACK = 3, 4
 
 
@@ -29,17 +31,8 @@ def _packets(buf: bytearray) -> list[bytes]:
     """Whole MQTT packets at the head of `buf`, taken out of it."""
     out: list[bytes] = []
     while len(buf) >= 2:
-        length, shift, i = 0, 0, 1
-        while True:
-            if i >= len(buf):
-                return out
-            b = buf[i]
-            length |= (b & 0x7F) << shift
-            i += 1
-            if not b & 0x80:
-                break
-            shift += 7
-        if len(buf) < i + length:
+        length, i = read_varint(buf, 1, len(buf))
+        if length < 0 or len(buf) < i + length:
             return out
         out.append(bytes(buf[:i + length]))
         del buf[:i + length]
@@ -47,10 +40,7 @@ def _packets(buf: bytearray) -> list[bytes]:
 
 
 def _body_start(pkt: bytes) -> int:
-    i = 1
-    while pkt[i] & 0x80:
-        i += 1
-    return i + 1
+    return read_varint(pkt, 1, len(pkt))[1]
 
 
 def publish_mid(pkt: bytes) -> int | None:
