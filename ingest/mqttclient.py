@@ -25,10 +25,10 @@ paho its pieces from that, and `_take_publishes` cuts the whole QoS 0/1 PUBLISH 
 the head of that buffer itself (under MQTT 3.1.1 and 5), straight to the collector; anything
 else (other packets, a PUBLISH a chunk ends inside, a malformed one, which is then refused
 as before) goes through paho's own reading. `loop_read` returns to `select()` only with the
-buffer empty, since `select()` cannot see what it holds. The pipeline at one reading a message, three
-interleaved runs of bench/ingest.py's stream: 61,550 msg/s median at 17.0 µs of CPU a reading
-before, 73,431 at 11.9 µs with the chunked reads alone (its threads switched a twelfth as
-often), 141,978 at 5.2 µs with the PUBLISH packets cut from the buffer.
+buffer empty, since `select()` cannot see what it holds. The pipeline at one reading a
+message, three interleaved runs of bench/ingest.py's stream: 61,550 msg/s median at 17.0 µs
+of CPU a reading before, 73,431 at 11.9 µs with the chunked reads alone (its threads
+switched a twelfth as often), 141,978 at 5.2 µs with the PUBLISH packets cut from the buffer.
 
 Acknowledgements go out in bulk: paho's `ack(mid)` queues one 4-byte PUBACK and wakes its
 network thread through a socket pair per call; `ack_many` queues the PUBACKs of a whole batch

@@ -159,7 +159,7 @@ class LoadTest:
             if b"MQTT subscribed" in log_path.read_bytes():
                 return load, database
             time.sleep(0.2)
-        raise TimeoutError(f"the pipeline did not connect to the broker within 120 s; see {log_path}")
+        raise TimeoutError(f"the pipeline did not connect and subscribe to the broker within 120 s; see {log_path}")
 
     # --- one step -------------------------------------------------------------------------
 
