@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
@@ -313,6 +313,17 @@ class Config(_Strict):
     state_dir: Path = Path(".state/pipeline")
     notifiers: NotifierConfig = Field(default_factory=NotifierConfig)
     api: ApiConfig | None = None
+    # pin the whole process to these CPUs (ews/affinity.py); None: wherever the scheduler likes
+    cpus: list[int] | None = Field(None, min_length=1)
+
+    @field_validator("cpus")
+    @classmethod
+    def _cpus_of_this_host(cls, cpus: list[int] | None) -> list[int] | None:
+        from ews import affinity
+
+        if cpus is not None:
+            affinity.check(cpus)
+        return cpus
 
     @property
     def spool_dir(self) -> Path:

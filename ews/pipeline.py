@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ews import heap, metrics, statelock
+from ews import affinity, heap, metrics, statelock
 from ews.config import Config
 from ews.latest import LatestReadings
 from ews.levels import Level
@@ -158,6 +158,8 @@ class Pipeline:
                     log.exception("transition listener failed")
 
     def start(self) -> None:
+        if self.cfg.cpus is not None:
+            affinity.pin(self.cfg.cpus)
         log.info(
             "pipeline: %d regions, %d sensors, %d rules (version %s), channels %s",
             len(self.regions.nodes), len(self.sensors), len(self.ruleset.rules), self.ruleset.version,
