@@ -1,6 +1,6 @@
 """Ingest end to end: the pipeline against the client library's ceiling and a plain batching script.
 
-    .venv/bin/python -P bench/ingest.py [--messages 200000] [--modes 1,100] [--runs 3] [--gmqtt]
+    .venv/bin/python -P bench/ingest.py [--messages 200000] [--modes 1,100] [--runs 3] [--gmqtt] [--no-pin]
 
 In one invocation, on Mosquitto and InfluxDB started here on loopback (ews.servers, the
 project's deploy/ configuration), for each mode (1 reading per message on per-sensor topics,
@@ -15,9 +15,11 @@ and 100 per message as gateway batches):
 2. each subscriber (bench/ingest_roles.py) runs alone in its own process and drains its
    queue: a bare paho subscriber (decode + manual ack: the library's ceiling), a plain paho
    script writing batches of 5,000 to InfluxDB from its callback, and ews.pipeline.Pipeline
-   with the sample rules on; for reference also the bare subscriber on the collector's own
-   paho client ("bare-tuned"), the pipeline with its rules stage off ("ingest-only"), and
-   optionally gmqtt as a bare subscriber (when installed);
+   with the sample rules on, pinned to one CPU as docs/operations.md advises for a host
+   shared with InfluxDB (`--no-pin`: as it runs by default); for reference also the bare
+   subscriber on the collector's own paho client ("bare-tuned"), the pipeline with its rules
+   stage off ("ingest-only", pinned alike), and optionally gmqtt as a bare subscriber (when
+   installed);
 3. end to end = its connect to its last message done (for those that store: written to
    InfluxDB), then the readings are counted back in InfluxDB: `lost` = sent - counted.
 
@@ -159,9 +161,12 @@ def raw_influx_rate(url: str, lines: bytes, db: str, writers: int, batch: int = 
     return len(rows) / elapsed, cpu
 
 
-def run_role(role: str, port: int, client_id: str, messages: int, influx: str, db: str, state: Path) -> dict[str, Any]:
+def run_role(role: str, port: int, client_id: str, messages: int, influx: str, db: str, state: Path,
+             cpus: str = "") -> dict[str, Any]:
     argv = [sys.executable, "-P", str(ROLES_FILE), role, "--port", str(port), "--client-id", client_id,
             "--messages", str(messages), "--influx", influx, "--db", db, "--state", str(state)]
+    if cpus and role in PIPELINES:
+        argv += ["--cpus", cpus]
     out = subprocess.run(argv, capture_output=True, timeout=900, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     for line in out.stdout.decode(errors="replace").splitlines():
         if line.startswith("BENCH "):
@@ -205,7 +210,7 @@ def settle(pid: int, quiet_share: float = 0.05, most_s: float = 60.0) -> None:
 
 
 def run_mode(per_message: int, n: int, roles: list[str], port: int, influx: str, state: Path,
-             sensors: SensorRegistry, rep: int, influx_pid: int) -> list[dict[str, Any]]:
+             sensors: SensorRegistry, rep: int, influx_pid: int, cpus: str) -> list[dict[str, Any]]:
     msgs, lines = stream(sensors, n, per_message)
     tag = f"m{per_message}_r{rep}_{int(time.time())}"
     ids = {role: f"bench-{role}-{tag}" for role in roles}
@@ -220,7 +225,7 @@ def run_mode(per_message: int, n: int, roles: list[str], port: int, influx: str,
         console.print(f"  run {rep + 1}: {role} ({per_message}/message) draining its queue ...")
         db = f"bench_{role}_{tag}"
         c0 = cpu_of(influx_pid)
-        r = run_role(role, port, ids[role], len(msgs), influx, db, state / ids[role])
+        r = run_role(role, port, ids[role], len(msgs), influx, db, state / ids[role], cpus)
         r["influx_cpu_s"] = cpu_of(influx_pid) - c0
         stores = role in ("batching", "pipeline", "ingest-only")
         if stores:
@@ -248,6 +253,7 @@ def run_mode(per_message: int, n: int, roles: list[str], port: int, influx: str,
 
 
 RAW = "InfluxDB raw"
+PIPELINES = ("pipeline", "ingest-only")
 
 
 def plot(results: list[dict[str, Any]], out: Path) -> None:
@@ -305,11 +311,15 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs per mode (each with its own baselines)")
     ap.add_argument("--gmqtt", action="store_true", help="also run gmqtt as a bare subscriber (pip install gmqtt)")
     ap.add_argument("--out", type=Path, default=Path(".state/bench/ingest.png"))
+    ap.add_argument("--no-pin", action="store_true",
+                    help="run the pipeline unpinned (its default) instead of pinned to one CPU (`cpus`)")
     a = ap.parse_args()
     if a.gmqtt and importlib.util.find_spec("gmqtt") is None:
         console.print("[yellow]gmqtt is not installed (pip install gmqtt); running without it[/]")
         a.gmqtt = False
     roles = ["bare", "bare-tuned", *(["gmqtt"] if a.gmqtt else []), "batching", "pipeline", "ingest-only"]
+    # as docs/operations.md advises for a host shared with InfluxDB: the pipeline on one CPU
+    cpus = "" if a.no_pin else str(max(os.sched_getaffinity(0)))
     sensors = RegistryConfig.sample().load().sensors
     state = Path(tempfile.mkdtemp(prefix="ews-bench-ingest-"))
     mq, db = mosquitto(state), influxdb(state)
@@ -322,12 +332,14 @@ def main() -> int:
         assert db.proc is not None
         for mode in modes:
             for rep in range(a.runs):
-                results += run_mode(mode, a.messages, roles, mq.port, db.url, state, sensors, rep, db.proc.pid)
+                results += run_mode(mode, a.messages, roles, mq.port, db.url, state, sensors, rep, db.proc.pid,
+                                    cpus)
     finally:
         mq.stop()
         db.stop()
         shutil.rmtree(state, ignore_errors=True)
-    t = Table(title=f"ingest, {a.messages:,} QoS 1 readings, {a.runs} runs "
+    pinned = f", pipeline pinned to CPU {cpus}" if cpus else ", pipeline unpinned"
+    t = Table(title=f"ingest, {a.messages:,} QoS 1 readings, {a.runs} runs{pinned} "
                     f"(load average before: {load[0]:.1f} {load[1]:.1f})")
     for col in ("mode", "subscriber", "msg/s median", "readings/s median", "readings/s range", "lost (all runs)",
                 "CPU µs/reading", "InfluxDB CPU µs/reading", "peak RSS MB"):

@@ -207,9 +207,10 @@ def run_batching(a: argparse.Namespace) -> None:
     c.loop_stop()
 
 
-def pipeline_config(port: int, client_id: str, influx: str, db: str, state: Path, **mqtt: Any) -> Any:
+def pipeline_config(port: int, client_id: str, influx: str, db: str, state: Path, cpus: list[int] | None = None,
+                    **mqtt: Any) -> Any:
     """The benchmarked pipeline: the sample district, its default rules (Guangdong profile),
-    console delivery; `mqtt` adds MqttConfig fields."""
+    console delivery, pinned to `cpus` when given; `mqtt` adds MqttConfig fields."""
     from ews.config import (
         ChannelConfig,
         Config,
@@ -229,13 +230,15 @@ def pipeline_config(port: int, client_id: str, influx: str, db: str, state: Path
         rules_profile="guangdong",
         state_dir=state,
         notifiers=NotifierConfig(channels=[ChannelConfig(name="console", type="console")]),
+        cpus=cpus,
     )
 
 
 def run_pipeline(a: argparse.Namespace) -> None:
     from ews.pipeline import Pipeline
 
-    p = Pipeline(pipeline_config(a.port, a.client_id, a.influx, a.db, Path(a.state)))
+    cpus = [int(c) for c in a.cpus.split(",")] if a.cpus else None
+    p = Pipeline(pipeline_config(a.port, a.client_id, a.influx, a.db, Path(a.state), cpus))
     if a.role == "ingest-only":
         p.collector.on_readings = None
     # end to end from its connect, as for every subscriber: the rules' start-up rebuild from
@@ -270,6 +273,7 @@ def main() -> None:
     ap.add_argument("--db", default="")
     ap.add_argument("--state", default="")
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--cpus", default="", help="pipeline roles: pin the process to these CPUs (comma separated)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     runs = {"bare": run_bare, "bare-tuned": run_bare, "gmqtt": run_gmqtt, "batching": run_batching,
