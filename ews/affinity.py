@@ -4,10 +4,9 @@ Under the interpreter lock the pipeline's threads run Python one at a time, so o
 nearly all the work they can do. Left free, the scheduler moves them between CPUs as they
 hand the lock over, and on a host shared with InfluxDB they land on the cores InfluxDB is
 using: both pay in cache misses and wake-ups. Pinned to one CPU, gateway batches went through
-about a fifth faster, at less CPU a reading on both sides (docs/performance.md). It stays a
-choice, not the default: one reading a message ran slightly slower pinned (the network
-thread's socket reads no longer overlap the decoding), and a pinned process cannot be moved
-off a CPU that something else has made busy.
+faster, at less CPU a reading (docs/performance.md). It stays a choice, not the default: one
+reading a message showed no consistent gain, and a pinned process cannot be moved off a CPU
+that something else has made busy (docs/decisions.md).
 
 The whole process is pinned, every thread it has, and threads started later inherit the
 mask of the thread that starts them. Processes it starts inherit it too.
