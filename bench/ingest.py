@@ -1,6 +1,6 @@
 """Ingest end to end: the pipeline against the client library's ceiling and a plain batching script.
 
-    .venv/bin/python -P bench/ingest.py [--messages 200000] [--modes 1,100] [--runs 3] [--gmqtt] [--no-pin]
+    .venv/bin/python -P bench/ingest.py [--messages 200000] [--modes 1,100] [--runs 3] [--gmqtt] [--pin]
 
 In one invocation, on Mosquitto and InfluxDB started here on loopback (ews.servers, the
 project's deploy/ configuration), for each mode (1 reading per message on per-sensor topics,
@@ -15,11 +15,10 @@ and 100 per message as gateway batches):
 2. each subscriber (bench/ingest_roles.py) runs alone in its own process and drains its
    queue: a bare paho subscriber (decode + manual ack: the library's ceiling), a plain paho
    script writing batches of 5,000 to InfluxDB from its callback, and ews.pipeline.Pipeline
-   with the sample rules on, pinned to one CPU as docs/operations.md advises for a host
-   shared with InfluxDB (`--no-pin`: as it runs by default); for reference also the bare
-   subscriber on the collector's own paho client ("bare-tuned"), the pipeline with its rules
-   stage off ("ingest-only", pinned alike), and optionally gmqtt as a bare subscriber (when
-   installed);
+   with the sample rules on (`--pin`: pinned to one CPU, the `cpus` setting); for reference
+   also the bare subscriber on the collector's own paho client ("bare-tuned"), the pipeline
+   with its rules stage off ("ingest-only", pinned alike), and optionally gmqtt as a bare
+   subscriber (when installed);
 3. end to end = its connect to its last message done (for those that store: written to
    InfluxDB), then the readings are counted back in InfluxDB: `lost` = sent - counted.
 
@@ -311,15 +310,13 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs per mode (each with its own baselines)")
     ap.add_argument("--gmqtt", action="store_true", help="also run gmqtt as a bare subscriber (pip install gmqtt)")
     ap.add_argument("--out", type=Path, default=Path(".state/bench/ingest.png"))
-    ap.add_argument("--no-pin", action="store_true",
-                    help="run the pipeline unpinned (its default) instead of pinned to one CPU (`cpus`)")
+    ap.add_argument("--pin", action="store_true", help="run the pipeline roles pinned to one CPU (`cpus`)")
     a = ap.parse_args()
     if a.gmqtt and importlib.util.find_spec("gmqtt") is None:
         console.print("[yellow]gmqtt is not installed (pip install gmqtt); running without it[/]")
         a.gmqtt = False
     roles = ["bare", "bare-tuned", *(["gmqtt"] if a.gmqtt else []), "batching", "pipeline", "ingest-only"]
-    # as docs/operations.md advises for a host shared with InfluxDB: the pipeline on one CPU
-    cpus = "" if a.no_pin else str(max(os.sched_getaffinity(0)))
+    cpus = str(max(os.sched_getaffinity(0))) if a.pin else ""
     sensors = RegistryConfig.sample().load().sensors
     state = Path(tempfile.mkdtemp(prefix="ews-bench-ingest-"))
     mq, db = mosquitto(state), influxdb(state)

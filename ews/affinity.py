@@ -1,12 +1,10 @@
 """Pinning the pipeline's threads to chosen CPUs (`cpus` in the config).
 
+What it is for is placement: shards and InfluxDB on one host each kept to CPUs of their own.
 Under the interpreter lock the pipeline's threads run Python one at a time, so one CPU holds
-nearly all the work they can do. Left free, the scheduler moves them between CPUs as they
-hand the lock over, and on a host shared with InfluxDB they land on the cores InfluxDB is
-using: both pay in cache misses and wake-ups. Pinned to one CPU, gateway batches went through
-faster, at less CPU a reading (docs/performance.md). It stays a choice, not the default: one
-reading a message showed no consistent gain, and a pinned process cannot be moved off a CPU
-that something else has made busy (docs/decisions.md).
+nearly all the work they can do; left free, the scheduler moves them from CPU to CPU as they
+hand the lock over. Whether pinning also speeds one pipeline up beside InfluxDB was measured,
+with mixed results (docs/decisions.md), so it is a choice, not the default.
 
 The whole process is pinned, every thread it has, and threads started later inherit the
 mask of the thread that starts them. Processes it starts inherit it too.
