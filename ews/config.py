@@ -12,6 +12,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ews import affinity
 from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
 from ews.yamlfile import ConfigError, Problem, load_model
@@ -319,8 +320,6 @@ class Config(_Strict):
     @field_validator("cpus")
     @classmethod
     def _cpus_of_this_host(cls, cpus: list[int] | None) -> list[int] | None:
-        from ews import affinity
-
         if cpus is not None:
             affinity.check(cpus)
         return cpus
