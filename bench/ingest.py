@@ -1,6 +1,6 @@
 """Ingest end to end: the pipeline against the client library's ceiling and a plain batching script.
 
-    .venv/bin/python -P bench/ingest.py [--messages 200000] [--modes 1,100] [--runs 3] [--gmqtt] [--pin]
+    .venv/bin/python -P bench/ingest.py [--messages 200000] [--modes 1,100] [--runs 3] [--gmqtt] [--pin | --split]
 
 In one invocation, on Mosquitto and InfluxDB started here on loopback (ews.servers, the
 project's deploy/ configuration), for each mode (1 reading per message on per-sensor topics,
@@ -31,6 +31,12 @@ percent, so the ratios are given per run and as their median. Prints a table (wi
 time each subscriber's process and InfluxDB spent per reading: on two shared cores that is
 what the rates are made of) and the ratios the design targets (DESIGN §6), writes
 .state/bench/ingest.png.
+
+`--split` places the servers as a host that keeps InfluxDB apart would (docs/operations.md,
+"Sharing a host"): InfluxDB pinned to the first CPU this process may use, Mosquitto, the
+publisher, every subscriber and the raw baseline's client to the others. InfluxDB then has
+one core of its own in every run, the raw baseline's too, so the ratio says whether the
+pipeline keeps the database busy, not how the two share the cores.
 (-P keeps bench/ off the import path: this file would shadow the `ingest` package.)
 """
 
@@ -63,6 +69,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from ews import affinity  # noqa: E402
 from ews.config import RegistryConfig  # noqa: E402
 from ews.sensors import Sensor, SensorRegistry  # noqa: E402
 from ews.servers import influxdb, mosquitto  # noqa: E402
@@ -251,11 +258,22 @@ def run_mode(per_message: int, n: int, roles: list[str], port: int, influx: str,
     return results
 
 
+def split(influx_pid: int, broker_pid: int) -> str:
+    """InfluxDB on the first CPU; the broker, this process and so every subscriber it starts
+    (and the raw baseline's client in it) on the rest. Returns the placement, for the title."""
+    first, *rest = sorted(affinity.allowed())
+    affinity.pin([first], pid=influx_pid)
+    affinity.pin(rest, pid=broker_pid)
+    affinity.pin(rest)
+    others = ", ".join(map(str, rest))
+    return f", InfluxDB on CPU {first}, broker, publisher and subscribers on CPU {others}"
+
+
 RAW = "InfluxDB raw"
 PIPELINES = ("pipeline", "ingest-only")
 
 
-def plot(results: list[dict[str, Any]], out: Path) -> None:
+def plot(results: list[dict[str, Any]], out: Path, placement: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -275,6 +293,7 @@ def plot(results: list[dict[str, Any]], out: Path) -> None:
         ax.set_title(f"{mode} reading{'s' if mode > 1 else ''} per message (median, range)")
         ax.set_ylabel("readings / s, end to end")
         ax.tick_params(axis="x", rotation=30)
+    fig.suptitle(placement, fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -310,23 +329,31 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs per mode (each with its own baselines)")
     ap.add_argument("--gmqtt", action="store_true", help="also run gmqtt as a bare subscriber (pip install gmqtt)")
     ap.add_argument("--out", type=Path, default=Path(".state/bench/ingest.png"))
-    ap.add_argument("--pin", action="store_true", help="run the pipeline roles pinned to one CPU (`cpus`)")
+    place = ap.add_mutually_exclusive_group()
+    place.add_argument("--pin", action="store_true", help="run the pipeline roles pinned to one CPU (`cpus`)")
+    place.add_argument("--split", action="store_true",
+                       help="InfluxDB pinned to one CPU, everything else (broker, subscribers, clients) to the others")
     a = ap.parse_args()
     if a.gmqtt and importlib.util.find_spec("gmqtt") is None:
         console.print("[yellow]gmqtt is not installed (pip install gmqtt); running without it[/]")
         a.gmqtt = False
     roles = ["bare", "bare-tuned", *(["gmqtt"] if a.gmqtt else []), "batching", "pipeline", "ingest-only"]
     cpus = str(max(os.sched_getaffinity(0))) if a.pin else ""
+    if a.split and len(affinity.allowed()) < 2:
+        ap.error(f"--split needs two CPUs or more; this process may run on {sorted(affinity.allowed())}")
     sensors = RegistryConfig.sample().load().sensors
     state = Path(tempfile.mkdtemp(prefix="ews-bench-ingest-"))
     mq, db = mosquitto(state), influxdb(state)
     load = os.getloadavg()
     results: list[dict[str, Any]] = []
     modes = [int(m) for m in a.modes.split(",")]
+    placement = ""
     try:
         mq.start()
         db.start()
-        assert db.proc is not None
+        assert db.proc is not None and mq.proc is not None
+        if a.split:
+            placement = split(db.proc.pid, mq.proc.pid)
         for mode in modes:
             for rep in range(a.runs):
                 results += run_mode(mode, a.messages, roles, mq.port, db.url, state, sensors, rep, db.proc.pid,
@@ -335,7 +362,7 @@ def main() -> int:
         mq.stop()
         db.stop()
         shutil.rmtree(state, ignore_errors=True)
-    pinned = f", pipeline pinned to CPU {cpus}" if cpus else ", pipeline unpinned"
+    pinned = placement or (f", pipeline pinned to CPU {cpus}" if cpus else ", pipeline unpinned")
     t = Table(title=f"ingest, {a.messages:,} QoS 1 readings, {a.runs} runs{pinned} "
                     f"(load average before: {load[0]:.1f} {load[1]:.1f})")
     for col in ("mode", "subscriber", "msg/s median", "readings/s median", "readings/s range", "lost (all runs)",
@@ -375,7 +402,7 @@ def main() -> int:
                           f"(target >= 80%), lost {lost}; ingest alone (rules off) "
                           f"{show(rs['ingest-only of raw'], True)}")
     console.print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    plot(results, a.out)
+    plot(results, a.out, pinned.removeprefix(", "))
     console.print(f"plot: {a.out}")
     return 0
 
