@@ -37,6 +37,7 @@ what the rates are made of) and the ratios the design targets (DESIGN §6), writ
 publisher, every subscriber and the raw baseline's client to the others. InfluxDB then has
 one core of its own in every run, the raw baseline's too, so the ratio says whether the
 pipeline keeps the database busy, not how the two share the cores.
+
 (-P keeps bench/ off the import path: this file would shadow the `ingest` package.)
 """
 
