@@ -339,9 +339,10 @@ def main() -> int:
         console.print("[yellow]gmqtt is not installed (pip install gmqtt); running without it[/]")
         a.gmqtt = False
     roles = ["bare", "bare-tuned", *(["gmqtt"] if a.gmqtt else []), "batching", "pipeline", "ingest-only"]
-    cpus = str(max(os.sched_getaffinity(0))) if a.pin else ""
-    if a.split and len(affinity.allowed()) < 2:
-        ap.error(f"--split needs two CPUs or more; this process may run on {sorted(affinity.allowed())}")
+    may = affinity.allowed()
+    cpus = str(max(may)) if a.pin else ""
+    if a.split and len(may) < 2:
+        ap.error(f"--split needs two CPUs or more; this process may run on {sorted(may)}")
     sensors = RegistryConfig.sample().load().sensors
     state = Path(tempfile.mkdtemp(prefix="ews-bench-ingest-"))
     mq, db = mosquitto(state), influxdb(state)
