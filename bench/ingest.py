@@ -267,7 +267,7 @@ def split(influx_pid: int, broker_pid: int) -> str:
     affinity.pin(rest, pid=broker_pid)
     affinity.pin(rest)
     others = ", ".join(map(str, rest))
-    return f", InfluxDB on CPU {first}, broker, publisher and subscribers on CPU {others}"
+    return f"InfluxDB on CPU {first}, broker, publisher and subscribers on CPU {others}"
 
 
 RAW = "InfluxDB raw"
@@ -364,8 +364,8 @@ def main() -> int:
         mq.stop()
         db.stop()
         shutil.rmtree(state, ignore_errors=True)
-    pinned = placement or (f", pipeline pinned to CPU {cpus}" if cpus else ", pipeline unpinned")
-    t = Table(title=f"ingest, {a.messages:,} QoS 1 readings, {a.runs} runs{pinned} "
+    placement = placement or (f"pipeline pinned to CPU {cpus}" if cpus else "pipeline unpinned")
+    t = Table(title=f"ingest, {a.messages:,} QoS 1 readings, {a.runs} runs, {placement} "
                     f"(load average before: {load[0]:.1f} {load[1]:.1f})")
     for col in ("mode", "subscriber", "msg/s median", "readings/s median", "readings/s range", "lost (all runs)",
                 "CPU µs/reading", "InfluxDB CPU µs/reading", "peak RSS MB"):
@@ -404,7 +404,7 @@ def main() -> int:
                           f"(target >= 80%), lost {lost}; ingest alone (rules off) "
                           f"{show(rs['ingest-only of raw'], True)}")
     console.print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    plot(results, a.out, pinned.removeprefix(", "))
+    plot(results, a.out, placement)
     console.print(f"plot: {a.out}")
     return 0
 
