@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import matplotlib
@@ -89,7 +90,7 @@ def receiver() -> Iterator[str]:
 def notes(n: int) -> list[Notification]:
     out = []
     for i in range(n):
-        row = {
+        row: dict[str, Any] = {
             "id": f"W-bench{i:06d}", "rule": "rain-3h", "rule_version": "v1", "subject": "RG-0001",
             "kind": "rain", "community": "440106001001", "level": int(Level.ORANGE),
             "peak_level": int(Level.ORANGE), "state": "open", "measure": "rain_3h", "value": 62.5, "unit": "mm",
@@ -180,8 +181,8 @@ def main() -> int:
     table = Table(title=f"channel cost per message, {args.n} messages, loopback receivers")
     for col in ("channel", "ms/message", "baseline ms/message", "ratio to baseline"):
         table.add_column(col, justify="left" if col == "channel" else "right")
-    for name, ms, base in rows:
-        table.add_row(name, f"{ms:.3f}", f"{base:.3f}", f"{ms / base:.2f}")
+    for name, ms, base_ms in rows:
+        table.add_row(name, f"{ms:.3f}", f"{base_ms:.3f}", f"{ms / base_ms:.2f}")
     console.print(table)
     console.print("baselines: a bare httpx POST of the same body to the same server (HTTP channels); "
                   "a bare SQLite insert of a 3 kB document (cap)")

@@ -132,7 +132,9 @@ def naive(n: int, rounds: int) -> Rate:
     """The national rainstorm rule one reading at a time in plain Python (the baseline)."""
     windows = {"rain_3h": 3 * H, "rain_6h": 6 * H, "rain_12h": 12 * H}
     levels = [(4, "rain_3h", 100.0), (3, "rain_3h", 50.0), (2, "rain_6h", 50.0), (1, "rain_12h", 50.0)]
-    state = [({w: deque() for w in windows}, dict.fromkeys(windows, 0.0), [0]) for _ in range(n)]
+    Queues = dict[str, deque[tuple[int, float]]]
+    state: list[tuple[Queues, dict[str, float], list[int]]] = [
+        ({w: deque() for w in windows}, dict.fromkeys(windows, 0.0), [0]) for _ in range(n)]
     rng = np.random.default_rng(7)
     readings = [(i, T0 + k * M5, float(v)) for k in range(rounds) for i, v in enumerate(rain(rng, n))]
     changes = 0

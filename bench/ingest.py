@@ -394,15 +394,16 @@ def main() -> int:
         return f"median {med:.0%} ({each})" if pct else f"median {med:.2f}x ({each})"
 
     for mode in modes:
-        rs = ratios(results, mode)
-        lost = sum(r.get("lost", 0) for r in results if r["mode"] == mode and r["role"] == "pipeline")
+        per_run = ratios(results, mode)
+        pipeline_lost = sum(r.get("lost", 0) for r in results if r["mode"] == mode and r["role"] == "pipeline")
         if mode == 1:
-            console.print(f"1/msg: pipeline {show(rs['of bare'], True)} of the bare paho subscriber (target >= 90%), "
-                          f"{show(rs['x batching'], False)} the batching script (target >= 1.8x), lost {lost}")
-        elif rs:
-            console.print(f"{mode}/msg: pipeline {show(rs['of raw'], True)} of InfluxDB's raw batched rate "
-                          f"(target >= 80%), lost {lost}; ingest alone (rules off) "
-                          f"{show(rs['ingest-only of raw'], True)}")
+            console.print(f"1/msg: pipeline {show(per_run['of bare'], True)} of the bare paho subscriber "
+                          f"(target >= 90%), {show(per_run['x batching'], False)} the batching script "
+                          f"(target >= 1.8x), lost {pipeline_lost}")
+        elif per_run:
+            console.print(f"{mode}/msg: pipeline {show(per_run['of raw'], True)} of InfluxDB's raw batched rate "
+                          f"(target >= 80%), lost {pipeline_lost}; ingest alone (rules off) "
+                          f"{show(per_run['ingest-only of raw'], True)}")
     console.print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     plot(results, a.out, placement)
     console.print(f"plot: {a.out}")

@@ -279,15 +279,15 @@ def main() -> int:
         console.print("[red]no probe arrived; see the pipeline log[/]")
         return 1
     si, sl = _stats(idle), _stats(loaded)
-    t = Table(title="publish → webhook accepted, ms", title_justify="left")
+    table = Table(title="publish → webhook accepted, ms", title_justify="left")
     for c in ("phase", "background rate (acked)", "probes", "lost", "p50", "p95", "p99", "max"):
-        t.add_column(c, justify="left" if c == "phase" else "right")
-    t.add_row("idle (baseline)", "0", f"{si['n']:.0f}", str(lost_idle),
-              *(f"{si[k]:.1f}" for k in ("p50", "p95", "p99", "max")))
-    t.add_row("loaded", f"{acked / max(published_s, 1e-9):,.0f}/s", f"{sl['n']:.0f}", str(lost_loaded),
-              *(f"{sl[k]:.1f}" for k in ("p50", "p95", "p99", "max")))
-    t.add_row("loaded / idle", "", "", "", *(f"{sl[k] / si[k]:.2f}×" for k in ("p50", "p95", "p99", "max")))
-    console.print(t)
+        table.add_column(c, justify="left" if c == "phase" else "right")
+    table.add_row("idle (baseline)", "0", f"{si['n']:.0f}", str(lost_idle),
+                  *(f"{si[k]:.1f}" for k in ("p50", "p95", "p99", "max")))
+    table.add_row("loaded", f"{acked / max(published_s, 1e-9):,.0f}/s", f"{sl['n']:.0f}", str(lost_loaded),
+                  *(f"{sl[k]:.1f}" for k in ("p50", "p95", "p99", "max")))
+    table.add_row("loaded / idle", "", "", "", *(f"{sl[k] / si[k]:.2f}×" for k in ("p50", "p95", "p99", "max")))
+    console.print(table)
     split = Table(title="where the time goes (p50 / p99, ms)", title_justify="left")
     for c in ("phase", "publish → committed (ingest, InfluxDB, rules, lifecycle)",
               "committed → accepted (outbox, HTTP)"):
