@@ -9,11 +9,8 @@ requests it acted on.
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -30,9 +27,9 @@ from ews.config import sample_dir
 from ews.servers import LocalServers
 from tests.httpstub import HttpStub, QuietHandler, signed
 
+from .pipelineproc import start_pipeline
 from .waiting import wait_for
 
-REPO = Path(__file__).resolve().parent.parent
 SECRET = "kill-test-secret"
 GAS = ("GS-0001", "440106001003")  # a gas detector of the sample district
 
@@ -103,25 +100,15 @@ class Run:
 
     def __init__(self, cfg: Path, log: Path) -> None:
         self.log = log
-        self.out = log.open("ab")
-        env = dict(os.environ, EWS_KILL_SECRET=SECRET)
-        self.proc = subprocess.Popen([sys.executable, "-m", "ews.cli", "run", "--config", str(cfg)],
-                                     cwd=REPO, env=env, stdout=self.out, stderr=subprocess.STDOUT)
-        mark = self.log.stat().st_size
-        assert wait_for(lambda: b"MQTT subscribed" in self.log.read_bytes()[mark:] or self.proc.poll() is not None,
-                        60), "the pipeline to connect"
-        assert self.proc.poll() is None, self.log.read_text(errors="replace")[-3000:]
+        self.proc = start_pipeline(cfg, log, EWS_KILL_SECRET=SECRET)
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
-        self.out.close()
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(30)
-        self.out.close()
-        return code
+        return self.proc.wait(30)
 
 
 @pytest.mark.integration

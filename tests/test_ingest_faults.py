@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from ingest.collector import Collector
 from ingest.influx_v1 import InfluxV1
 from ingest.process import MessageProcessor
 
+from .pipelineproc import start_pipeline
 from .waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -294,18 +294,9 @@ def test_pipeline_killed_and_restarted(own_servers: LocalServers, tmp_path: Path
     cfg_file.write_text(yaml.safe_dump(cfg))
     log_file = tmp_path / "pipeline.log"
 
-    def launch() -> subprocess.Popen[bytes]:
-        with log_file.open("ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "ews.cli", "run", "--config", str(cfg_file)],
-                                    stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        n = log_file.read_text().count("MQTT subscribed")
-        assert wait_for(lambda: log_file.read_text().count("MQTT subscribed") > n or proc.poll() is not None, 60)
-        assert proc.poll() is None, log_file.read_text()[-3000:]
-        return proc
-
     sensors = RegistryConfig.sample().load().sensors
     rain = [s.id for s in sensors.of_kind("rain")]
-    proc = launch()
+    proc = start_pipeline(cfg_file, log_file)
     stream = Stream(own_servers.mqtt.port, sensors, rain, 400, "fault-pub-3").start()
     try:
         time.sleep(3)
@@ -313,7 +304,7 @@ def test_pipeline_killed_and_restarted(own_servers: LocalServers, tmp_path: Path
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         time.sleep(1)  # the broker queues for the dead session meanwhile
-        proc = launch()
+        proc = start_pipeline(cfg_file, log_file)
         time.sleep(2)
         sent = stream.finish()
         assert wait_for(lambda: len(stored(own_servers.influx_url, "faults")) >= len(sent), 60)

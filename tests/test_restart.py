@@ -6,7 +6,6 @@ Expected levels come from the CMA definitions with plain loops over the readings
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -44,6 +43,7 @@ from rules.runtime import RuleRuntime
 
 from .conftest import VICTORIA_PASSWORD, VICTORIA_USER
 from .httpstub import Hook
+from .pipelineproc import start_pipeline
 from .waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -97,13 +97,7 @@ class Run:
 
     def __init__(self, cfg: Path, log: Path):
         self.log = log
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        mark = log.stat().st_size if log.exists() else 0  # earlier runs write to the same log
-        self.proc = subprocess.Popen([sys.executable, "-m", "ews.cli", "run", "--config", str(cfg)],
-                                     stdout=subprocess.DEVNULL, stderr=log.open("ab"), env=env)
-        # the broker has the subscription: what is published from here on reaches this run
-        ok = wait_for(lambda: b"MQTT subscribed" in log.read_bytes()[mark:] or self.proc.poll() is not None, 60)
-        assert ok and self.proc.poll() is None, log.read_text(encoding="utf-8", errors="replace")[-3000:]
+        self.proc = start_pipeline(cfg, log)
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
