@@ -18,7 +18,8 @@ from ews.servers import LocalServers
 from ews.yamlfile import ConfigError
 
 from .httpstub import Hook
-from .test_restart import Run, config_doc, hook  # noqa: F401  (hook is a fixture)
+from .pipelineproc import PipelineRun
+from .test_restart import config_doc, hook  # noqa: F401  (hook is a fixture)
 
 ALLOWED = sorted(os.sched_getaffinity(0))
 needs_two = pytest.mark.skipif(len(ALLOWED) < 2, reason="pinning is only visible with two CPUs or more to choose from")
@@ -124,7 +125,7 @@ def test_a_pinned_pipeline_runs_every_thread_on_its_cpu(servers: LocalServers, i
     doc = {**config_doc(servers, influx_db, tmp_path / "state", hook, "pinned"), "cpus": [cpu]}
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    run = Run(cfg, tmp_path / "pipeline.log")
+    run = PipelineRun(cfg, tmp_path / "pipeline.log")
     try:
         threads = masks(run.proc.pid)
         # the network thread, the decode, write and rules threads, the outbox's workers ...
@@ -137,7 +138,7 @@ def test_a_pinned_pipeline_runs_every_thread_on_its_cpu(servers: LocalServers, i
     # by default the scheduler keeps every CPU the process was given
     doc = config_doc(servers, influx_db, tmp_path / "state2", hook, "unpinned")
     cfg.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    run = Run(cfg, tmp_path / "pipeline2.log")
+    run = PipelineRun(cfg, tmp_path / "pipeline2.log")
     try:
         assert set(masks(run.proc.pid).values()) == {frozenset(ALLOWED)}
     finally:

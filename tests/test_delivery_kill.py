@@ -9,7 +9,6 @@ requests it acted on.
 
 from __future__ import annotations
 
-import signal
 import sqlite3
 import threading
 import time
@@ -27,7 +26,7 @@ from ews.config import sample_dir
 from ews.servers import LocalServers
 from tests.httpstub import HttpStub, QuietHandler, signed
 
-from .pipelineproc import start_pipeline
+from .pipelineproc import PipelineRun
 from .waiting import wait_for
 
 SECRET = "kill-test-secret"
@@ -95,22 +94,6 @@ def _count(db: Path, sql: str) -> int:
         con.close()
 
 
-class Run:
-    """`python -m ews.cli run` as operators start it."""
-
-    def __init__(self, cfg: Path, log: Path) -> None:
-        self.log = log
-        self.proc = start_pipeline(cfg, log, EWS_KILL_SECRET=SECRET)
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(30)
-
-
 @pytest.mark.integration
 def test_kill_minus_nine_between_transition_and_delivery(
     servers: LocalServers, influx_db: str, receiver: HoldingReceiver, tmp_path: Path
@@ -134,26 +117,26 @@ def test_kill_minus_nine_between_transition_and_delivery(
     pub.connect("127.0.0.1", servers.mqtt.port)
     pub.loop_start()
     topic = f"ews/{GAS[1][:6]}/{GAS[1][:9]}/{GAS[1]}/gas/{GAS[0]}"
-    run: Run | None = None
+    run: PipelineRun | None = None
     try:
         # 1. a gas alarm: the transition is committed, its messages held for the window; kill
-        run = Run(cfg, log)
+        run = PipelineRun(cfg, log, EWS_KILL_SECRET=SECRET)
         now = int(time.time() * 1000)
         pub.publish(topic, orjson.dumps({"ts": now - 2000, "value": 31.0}), qos=1).wait_for_publish(5)
         assert wait_for(lambda: _count(db, "SELECT COUNT(*) FROM transitions") >= 1, 30), "the transition"
-        run.kill9()
+        run.kill()
         assert _count(db, "SELECT COUNT(*) FROM held") > 0
         assert _count(db, "SELECT COUNT(*) FROM outbox") == 0  # killed before any message was written
 
         # 2. restart: the held group goes out after its window; kill while it is in flight
-        run = Run(cfg, log)
+        run = PipelineRun(cfg, log, EWS_KILL_SECRET=SECRET)
         assert receiver.held.wait(30), log.read_text(errors="replace")[-3000:]
-        run.kill9()
+        run.kill()
         receiver.release.set()  # its sender is gone; nothing was acted on
         assert _count(db, "SELECT COUNT(*) FROM outbox WHERE state = 'pending'") >= 1
 
         # 3. restart: delivered again, acted on once; then the gas clears and that is delivered
-        run = Run(cfg, log)
+        run = PipelineRun(cfg, log, EWS_KILL_SECRET=SECRET)
         assert wait_for(lambda: sum(receiver.acted.values()) >= 1, 30), "the redelivery"
         pub.publish(topic, orjson.dumps({"ts": int(time.time() * 1000) - 1000, "value": 0.0}),
                     qos=1).wait_for_publish(5)
@@ -164,7 +147,7 @@ def test_kill_minus_nine_between_transition_and_delivery(
         run = None
     finally:
         if run is not None:
-            run.kill9()
+            run.kill()
         pub.loop_stop()
         pub.disconnect()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from ingest.collector import Collector
 from ingest.influx_v1 import InfluxV1
 from ingest.process import MessageProcessor
 
-from .pipelineproc import start_pipeline
+from .pipelineproc import PipelineRun
 from .waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -296,24 +295,18 @@ def test_pipeline_killed_and_restarted(own_servers: LocalServers, tmp_path: Path
 
     sensors = RegistryConfig.sample().load().sensors
     rain = [s.id for s in sensors.of_kind("rain")]
-    proc = start_pipeline(cfg_file, log_file)
+    run = PipelineRun(cfg_file, log_file)
     stream = Stream(own_servers.mqtt.port, sensors, rain, 400, "fault-pub-3").start()
     try:
         time.sleep(3)
         assert stored(own_servers.influx_url, "faults"), "nothing stored before the kill"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        run.kill()
         time.sleep(1)  # the broker queues for the dead session meanwhile
-        proc = start_pipeline(cfg_file, log_file)
+        run = PipelineRun(cfg_file, log_file)
         time.sleep(2)
         sent = stream.finish()
         assert wait_for(lambda: len(stored(own_servers.influx_url, "faults")) >= len(sent), 60)
         time.sleep(0.5)
         assert_exactly(sent, stored(own_servers.influx_url, "faults"))
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        run.stop()

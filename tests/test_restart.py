@@ -6,7 +6,6 @@ Expected levels come from the CMA definitions with plain loops over the readings
 
 from __future__ import annotations
 
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from rules.runtime import RuleRuntime
 
 from .conftest import VICTORIA_PASSWORD, VICTORIA_USER
 from .httpstub import Hook
-from .pipelineproc import start_pipeline
+from .pipelineproc import PipelineRun
 from .waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -92,16 +91,8 @@ def config_doc(servers: LocalServers, db: str, state: Path, hook: Hook, client_i
     }
 
 
-class Run:
+class Run(PipelineRun):
     """`ews run` in a child process, killed with SIGKILL (no draining, no goodbye)."""
-
-    def __init__(self, cfg: Path, log: Path):
-        self.log = log
-        self.proc = start_pipeline(cfg, log)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
 
     def kill_once_recorded(self, state: Path, deliveries: int) -> None:
         """Kill it once its outbox has recorded `deliveries` as sent. A kill between a webhook's
@@ -114,14 +105,6 @@ class Run:
 
         assert wait_for(recorded, 10), "the outbox did not record the delivery"
         self.kill()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 class RainGauge:
