@@ -234,7 +234,7 @@ def run_mode(per_message: int, n: int, roles: list[str], port: int, influx: str,
         c0 = cpu_of(influx_pid)
         r = run_role(role, port, ids[role], len(msgs), influx, db, state / ids[role], cpus)
         r["influx_cpu_s"] = cpu_of(influx_pid) - c0
-        stores = role in ("batching", "pipeline", "ingest-only")
+        stores = role == "batching" or role in PIPELINES
         if stores:
             time.sleep(0.2)
             r["stored"] = influx_count(influx, db)
@@ -259,10 +259,10 @@ def run_mode(per_message: int, n: int, roles: list[str], port: int, influx: str,
     return results
 
 
-def split(influx_pid: int, broker_pid: int) -> str:
-    """InfluxDB on the first CPU; the broker, this process and so every subscriber it starts
-    (and the raw baseline's client in it) on the rest. Returns the placement, for the title."""
-    first, *rest = sorted(affinity.allowed())
+def split(may: set[int], influx_pid: int, broker_pid: int) -> str:
+    """InfluxDB on the first CPU of `may`; the broker, this process and so every subscriber it
+    starts (and the raw baseline's client in it) on the rest. Returns the placement, for the title."""
+    first, *rest = sorted(may)
     affinity.pin([first], pid=influx_pid)
     affinity.pin(rest, pid=broker_pid)
     affinity.pin(rest)
@@ -355,7 +355,7 @@ def main() -> int:
         db.start()
         assert db.proc is not None and mq.proc is not None
         if a.split:
-            placement = split(db.proc.pid, mq.proc.pid)
+            placement = split(may, db.proc.pid, mq.proc.pid)
         for mode in modes:
             for rep in range(a.runs):
                 results += run_mode(mode, a.messages, roles, mq.port, db.url, state, sensors, rep, db.proc.pid,
