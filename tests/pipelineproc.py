@@ -28,7 +28,10 @@ class PipelineRun:
                                          env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
         proc = self.proc
         ok = wait_for(lambda: b"MQTT subscribed" in log.read_bytes()[mark:] or proc.poll() is not None, 60)
-        assert ok and proc.poll() is None, log.read_text(encoding="utf-8", errors="replace")[-3000:]
+        started = ok and proc.poll() is None
+        if not started and proc.poll() is None:  # never subscribed: not left running past the failed test
+            self.kill()
+        assert started, log.read_text(encoding="utf-8", errors="replace")[-3000:]
 
     def kill(self) -> None:
         """SIGKILL: no draining, no goodbye."""
