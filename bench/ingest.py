@@ -20,7 +20,9 @@ and 100 per message as gateway batches):
    with its rules stage off ("ingest-only", pinned alike), and optionally gmqtt as a bare
    subscriber (when installed);
 3. end to end = its connect to its last message done (for those that store: written to
-   InfluxDB), then the readings are counted back in InfluxDB: `lost` = sent - counted.
+   InfluxDB), then the readings are counted back in InfluxDB: `lost` = sent - counted;
+4. its session is discarded, so that the broker holds only the queues of the run at hand
+   (Mosquitto writes all it holds at every autosave, and pauses meanwhile).
 
 InfluxDB's own ingest rate of the same readings as raw batched line protocol (batches of
 5,000, the better of one and two writers) is measured in the same run for the 100-per-message
@@ -56,6 +58,7 @@ import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from typing import Any  # noqa: E402
@@ -124,20 +127,26 @@ def stream(sensors: SensorRegistry, n: int, per_message: int) -> tuple[list[tupl
     return msgs, lines
 
 
-def make_session(port: int, client_id: str, v5: bool) -> None:
+def make_session(port: int, client_id: str, v5: bool, keep: bool = True) -> None:
+    """Open a persistent session subscribed to the stream (`keep`), or discard one: a drained
+    session left in place would queue every later run's stream too, and Mosquitto writes all
+    it holds at every autosave, stalling for a second or two while later runs are timed."""
+    c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                    protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, clean_session=None if v5 else not keep)
+    connected = threading.Event()
+    c.on_connect = lambda *_: connected.set()
     if v5:
-        c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                        protocol=mqtt.MQTTv5)
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        c.connect("127.0.0.1", port, clean_start=False, properties=props)
+        props.SessionExpiryInterval = 3600 if keep else 0
+        c.connect("127.0.0.1", port, clean_start=not keep, properties=props)
     else:
-        c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                        protocol=mqtt.MQTTv311, clean_session=False)
         c.connect("127.0.0.1", port)
     c.loop_start()
-    c.subscribe("ews/#", qos=1)[1]
-    time.sleep(0.3)
+    if keep:
+        c.subscribe("ews/#", qos=1)
+        time.sleep(0.3)
+    elif not connected.wait(10):
+        raise RuntimeError(f"broker did not answer {client_id}'s CONNECT within 10 s")
     c.disconnect()
     c.loop_stop()
 
@@ -234,6 +243,7 @@ def run_mode(per_message: int, n: int, roles: list[str], port: int, influx: str,
         c0 = cpu_of(influx_pid)
         r = run_role(role, port, ids[role], len(msgs), influx, db, state / ids[role], cpus)
         r["influx_cpu_s"] = cpu_of(influx_pid) - c0
+        make_session(port, ids[role], v5=role == "gmqtt", keep=False)
         stores = role == "batching" or role in PIPELINES
         if stores:
             time.sleep(0.2)
