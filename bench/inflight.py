@@ -99,7 +99,7 @@ def drain(pipeline_port: int, broker_port: int, influx_url: str, state: Path, se
     progress.remove_task(task)
     batches = col.stats["batches"]
     p.stop()
-    bi.make_session(broker_port, cid, False, keep=False)
+    bi.discard_session(broker_port, cid, False)
     stored = bi.influx_count(influx_url, db)
     return {"how": how, "msg_s": n / seconds, "lost": n - stored, "batches": batches}
 

@@ -127,10 +127,19 @@ def stream(sensors: SensorRegistry, n: int, per_message: int) -> tuple[list[tupl
     return msgs, lines
 
 
-def make_session(port: int, client_id: str, v5: bool, keep: bool = True) -> None:
-    """Open a persistent session subscribed to the stream (`keep`), or discard one: a drained
-    session left in place would queue every later run's stream too, and Mosquitto writes all
-    it holds at every autosave, stalling for a second or two while later runs are timed."""
+def make_session(port: int, client_id: str, v5: bool) -> None:
+    """A persistent session subscribed to the stream, for the broker to queue it in."""
+    _session(port, client_id, v5, keep=True)
+
+
+def discard_session(port: int, client_id: str, v5: bool) -> None:
+    """End a drained session: left in place it would queue every later run's stream too, and
+    Mosquitto writes all it holds at every autosave, stalling for a second or two while later
+    runs are timed."""
+    _session(port, client_id, v5, keep=False)
+
+
+def _session(port: int, client_id: str, v5: bool, keep: bool) -> None:
     c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                     protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, clean_session=None if v5 else not keep)
     connected = threading.Event()
@@ -243,7 +252,7 @@ def run_mode(per_message: int, n: int, roles: list[str], port: int, influx: str,
         c0 = cpu_of(influx_pid)
         r = run_role(role, port, ids[role], len(msgs), influx, db, state / ids[role], cpus)
         r["influx_cpu_s"] = cpu_of(influx_pid) - c0
-        make_session(port, ids[role], v5=role == "gmqtt", keep=False)
+        discard_session(port, ids[role], v5=role == "gmqtt")
         stores = role == "batching" or role in PIPELINES
         if stores:
             time.sleep(0.2)
