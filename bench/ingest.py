@@ -142,8 +142,14 @@ def discard_session(port: int, client_id: str, v5: bool) -> None:
 def _session(port: int, client_id: str, v5: bool, keep: bool) -> None:
     c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                     protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, clean_session=None if v5 else not keep)
-    connected = threading.Event()
-    c.on_connect = lambda *_: connected.set()
+    # done once the broker has acknowledged what the session needs: its subscription, or the
+    # connect that ended it
+    done = threading.Event()
+    if keep:
+        c.on_connect = lambda client, *_: client.subscribe("ews/#", qos=1)
+        c.on_subscribe = lambda *_: done.set()
+    else:
+        c.on_connect = lambda *_: done.set()
     if v5:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600 if keep else 0
@@ -151,11 +157,8 @@ def _session(port: int, client_id: str, v5: bool, keep: bool) -> None:
     else:
         c.connect("127.0.0.1", port)
     c.loop_start()
-    if keep:
-        c.subscribe("ews/#", qos=1)
-        time.sleep(0.3)
-    elif not connected.wait(10):
-        raise RuntimeError(f"broker did not answer {client_id}'s CONNECT within 10 s")
+    if not done.wait(10):
+        raise RuntimeError(f"broker did not acknowledge {client_id}'s {'SUBSCRIBE' if keep else 'CONNECT'} within 10 s")
     c.disconnect()
     c.loop_stop()
 
