@@ -76,7 +76,7 @@ from rich.table import Table  # noqa: E402
 from ews import affinity  # noqa: E402
 from ews.config import RegistryConfig  # noqa: E402
 from ews.sensors import Sensor, SensorRegistry  # noqa: E402
-from ews.servers import influxdb, mosquitto  # noqa: E402
+from ews.servers import InfluxServer, ManagedServer, influxdb, mosquitto  # noqa: E402
 from simulators.mqttwire import LeanPublisher  # noqa: E402
 
 ROLES_FILE = _HERE / "ingest_roles.py"
@@ -281,13 +281,21 @@ def run_mode(per_message: int, n: int, roles: list[str], port: int, influx: str,
     return results
 
 
-def split(may: set[int], influx_pid: int, broker_pid: int) -> str:
-    """InfluxDB on the first CPU of `may`; the broker, this process and so every subscriber it
-    starts (and the raw baseline's client in it) on the rest. Returns the placement, for the title."""
+def start_split(may: set[int], db: InfluxServer, mq: ManagedServer) -> str:
+    """Start InfluxDB on the first CPU of `may`; the broker, this process and so every subscriber
+    it starts (and the raw baseline's client in it) on the rest. Each server starts under its
+    mask, as systemd's `CPUAffinity=` or a container's cpuset would start it: Go sizes its
+    scheduler (GOMAXPROCS) to the CPUs a process may use when it starts, so an InfluxDB pinned
+    only after its start would keep one scheduler thread a machine CPU on its one CPU. Returns
+    the placement, for the title."""
     first, *rest = sorted(may)
-    affinity.pin([first], pid=influx_pid)
-    affinity.pin(rest, pid=broker_pid)
+    os.sched_setaffinity(0, {first})  # this thread's mask alone, which the server forked from it inherits
+    try:
+        db.start()
+    finally:
+        os.sched_setaffinity(0, may)
     affinity.pin(rest)
+    mq.start()
     others = ", ".join(map(str, rest))
     return f"InfluxDB on CPU {first}, broker, publisher and subscribers on CPU {others}"
 
@@ -373,11 +381,12 @@ def main() -> int:
     modes = [int(m) for m in a.modes.split(",")]
     placement = ""
     try:
-        mq.start()
-        db.start()
-        assert db.proc is not None and mq.proc is not None
         if a.split:
-            placement = split(may, db.proc.pid, mq.proc.pid)
+            placement = start_split(may, db, mq)
+        else:
+            mq.start()
+            db.start()
+        assert db.proc is not None and mq.proc is not None
         for mode in modes:
             for rep in range(a.runs):
                 results += run_mode(mode, a.messages, roles, mq.port, db.url, state, sensors, rep, db.proc.pid,
