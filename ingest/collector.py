@@ -3,10 +3,11 @@
 Four threads, so that each stage works while the next one waits for I/O or the GIL:
 
 - paho's network thread only appends (topic, payload, packet id, connection) to a queue;
-- the decode thread takes a batch (up to `batch_size` messages or `batch_bytes`, lingering at
-  most `flush_interval_s` at low rates, and not once the broker's in-flight window is full:
-  `ingest/window.py`), validates it against the registry into numpy columns
-  and builds its line protocol, while the previous batch is still being written;
+- the decode thread takes a batch (up to `batch_size` messages or `batch_bytes`, growing to
+  that from 64 KB after an idle spell, lingering at most `flush_interval_s` at low rates, and
+  not once the broker's in-flight window is full: `ingest/window.py`), validates it against
+  the registry into numpy columns and builds its line protocol, while the previous batch is
+  still being written;
 - the write thread makes the batch durable (InfluxDB within the deadline, else the fsync'ed
   spool: `ingest/sink.py`), publishes its rejections to the dead-letter topic, acknowledges
   all its messages to the broker in one packet, and only then hands the readings on; it starts
@@ -74,6 +75,10 @@ WINDOW_WARN_BATCHES, WINDOW_WARN_S = 20, 10.0
 # deliveries that start this soon after we let the broker send more (our connect or an ack) are
 # the broker's answer to it, not a fleet's own burst: only those tell the window
 RELEASE_ECHO_S = 0.02
+# a backlog's first batch after an idle spell, in payload bytes; each next one twice the one
+# before, up to `batch_bytes`: InfluxDB gets the first readings as soon as they are decoded
+# instead of idling while a whole batch arrives and is decoded (docs/performance.md)
+FIRST_BATCH_BYTES = 64 * 1024
 # a finished write wakes the write thread through its future's callback; this is the safety net
 WRITE_POLL_S = 0.05
 
@@ -140,6 +145,8 @@ class Collector:
         self._taken = 0  # messages taken by the decode thread
         self._done = 0  # messages finished by the write thread
         self._idle = False
+        self._batch_limit = FIRST_BATCH_BYTES  # payload bytes the next batch may take
+        self._idle_from: float | None = None  # since when the decode thread has found nothing
         self._wake = threading.Event()
         self._work: queue.Queue[_Work | _WriteDone | None] = queue.Queue()
         # at most three batches between taking and finishing: two being written (one finishing,
@@ -335,20 +342,29 @@ class Collector:
 
     def _take(self) -> list[Msg]:
         q = self._queue
+        cfg = self.influx_cfg
         if not q:
             self._idle = True
+            if self._idle_from is None:
+                self._idle_from = time.monotonic()
             if not q:
                 self._wake.wait(0.2)
             self._wake.clear()
             self._idle = False
             if not q:
                 return []
+        if self._idle_from is not None:
+            # nothing came for longer than a batch lingers: what comes now may be a backlog
+            if time.monotonic() - self._idle_from >= cfg.flush_interval_s:
+                self._batch_limit = FIRST_BATCH_BYTES
+            self._idle_from = None
         self._linger()
         metrics.INFLIGHT_WINDOW.set(self._window.limit or 0)  # learned, or forgotten, while lingering
-        cfg = self.influx_cfg
+        most = min(self._batch_limit, cfg.batch_bytes)
+        self._batch_limit = min(2 * most, cfg.batch_bytes)
         out: list[Msg] = []
         size = 0
-        while q and len(out) < cfg.batch_size and size < cfg.batch_bytes:
+        while q and len(out) < cfg.batch_size and size < most:
             m = q.popleft()
             out.append(m)
             size += len(m[1])
@@ -366,7 +382,8 @@ class Collector:
         until = start + cfg.flush_interval_s
         seen, seen_at = self._received_q1, start
         answer = start - self._released_at < RELEASE_ECHO_S  # these deliveries answer our ack
-        while (len(q) < cfg.batch_size and self._received_bytes - self._taken_bytes < cfg.batch_bytes
+        most = min(self._batch_limit, cfg.batch_bytes)
+        while (len(q) < cfg.batch_size and self._received_bytes - self._taken_bytes < most
                and not self._stop.is_set()):
             unacked = self._received_q1 - self._acked_q1 - self._unacked_base
             if self._window.full(unacked):

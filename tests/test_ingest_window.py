@@ -21,7 +21,7 @@ from ews.config import InfluxConfig, IngestConfig, MqttConfig
 from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
 from ews.servers import LocalServers, mosquitto
-from ingest.collector import Collector
+from ingest.collector import FIRST_BATCH_BYTES, Collector, Msg
 from ingest.influx_v1 import InfluxV1
 from ingest.process import MessageProcessor
 from ingest.window import MIN_LEARNED, InflightWindow
@@ -32,6 +32,7 @@ from .mqttpeers import dead_letters
 from .waiting import wait_for
 
 RG = f"ews/440106/{STREET_A}/{COMM_A1}/rain/RG-A1"
+GW = f"ews/440106/{STREET_A}/batch/GW-A"
 NOW = int(time.time() * 1000)
 
 
@@ -79,22 +80,14 @@ def _collector(port: int, client_id: str, influx_url: str, db: str, sensors: Sen
 
 
 def _publish(port: int, client_id: str, n: int, t0: int, topic: str = RG) -> None:
-    pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
-    pub.max_inflight_messages_set(0)
-    pub.connect("127.0.0.1", port)
-    pub.loop_start()
-    infos = [pub.publish(topic, orjson.dumps({"ts": t0 + i * 1000, "value": 0.1}), qos=1) for i in range(n)]
-    for info in infos:
-        info.wait_for_publish(10)
-    pub.disconnect()
-    pub.loop_stop()
+    _publish_payloads(port, client_id, topic, [orjson.dumps({"ts": t0 + i * 1000, "value": 0.1}) for i in range(n)])
 
 
-def _stored(servers: LocalServers, database: str) -> int:
-    """Rain readings counted back in InfluxDB."""
+def _stored(servers: LocalServers, database: str, measurement: str = "rain") -> int:
+    """Readings of a kind (rain unless told) counted back in InfluxDB."""
     db = InfluxV1(servers.influx_url, database)
     try:
-        return db.count("rain")
+        return db.count(measurement)
     finally:
         db.close()
 
@@ -257,3 +250,63 @@ def test_a_failure_reading_the_connack_does_not_stop_ingest(
         assert (REGISTRY.get_sample_value("ews_pipeline_errors_total", {"stage": "ingest"}) or 0.0) == errors0 + 1
     finally:
         col.stop()
+
+
+def test_a_backlog_after_an_idle_spell_starts_with_a_small_batch_and_grows_to_the_full_one(
+    servers: LocalServers, influx_db: str, mini_sensors: SensorRegistry, mini_regions: RegionRegistry,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 200 gateway messages of 200 readings each (about 1.8 MB), twice: first queued in our
+    # session while the collector is away, then published at once while it is idle
+    t0 = NOW - 23 * 3_600_000  # a reading a second, the newest 50 minutes old
+    payloads = [orjson.dumps({"readings": [{"sensor": "WL-A1", "ts": t0 + (m * 200 + k) * 1000, "value": 4.1}
+                                           for k in range(200)]}) for m in range(400)]
+    away = _collector(servers.mqtt.port, "test-ramp", servers.influx_url, influx_db, mini_sensors,
+                      mini_regions, tmp_path / "spool")
+    away.start()
+    away.stop()
+    _publish_payloads(servers.mqtt.port, "test-ramp-pub", GW, payloads[:200])
+    col = _collector(servers.mqtt.port, "test-ramp", servers.influx_url, influx_db, mini_sensors,
+                     mini_regions, tmp_path / "spool")
+    sizes: list[int] = []
+    prepare = col._prepare
+
+    def recording(batch: list[Msg]) -> object:
+        sizes.append(sum(len(m[1]) for m in batch))
+        return prepare(batch)
+
+    monkeypatch.setattr(col, "_prepare", recording)
+    largest, full = max(map(len, payloads)), col.influx_cfg.batch_bytes
+
+    def check(phase: list[int]) -> None:
+        # each batch at most twice the one allowed before it, from 64 KB up to the full size
+        for i, size in enumerate(phase):
+            assert size <= min(FIRST_BATCH_BYTES << i, full) + largest, phase
+        assert max(phase) > full // 2, phase  # the backlog was not taken in small batches throughout
+
+    col.start()
+    try:
+        assert wait_for(lambda: col.stats["messages"] >= 200 and col.pending == 0, timeout=60)
+        check(sizes)
+        backlog = len(sizes)
+        # idle for longer than a batch lingers (0.3 s here); the burst then arrives well within
+        # one linger, so a batch still allowed the full size would take a megabyte of it at once
+        time.sleep(0.6)
+        _publish_payloads(servers.mqtt.port, "test-ramp-pub", GW, payloads[200:])
+        assert wait_for(lambda: col.stats["messages"] >= 400 and col.pending == 0, timeout=60)
+        check(sizes[backlog:])
+        assert _stored(servers, influx_db, "water_level") == 400 * 200
+    finally:
+        col.stop()
+
+
+def _publish_payloads(port: int, client_id: str, topic: str, payloads: list[bytes]) -> None:
+    pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    pub.max_inflight_messages_set(0)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    infos = [pub.publish(topic, p, qos=1) for p in payloads]
+    for info in infos:
+        info.wait_for_publish(10)
+    pub.disconnect()
+    pub.loop_stop()
