@@ -358,10 +358,10 @@ class Collector:
             if time.monotonic() - self._idle_from >= cfg.flush_interval_s:
                 self._batch_limit = FIRST_BATCH_BYTES
             self._idle_from = None
-        self._linger()
-        metrics.INFLIGHT_WINDOW.set(self._window.limit or 0)  # learned, or forgotten, while lingering
         most = min(self._batch_limit, cfg.batch_bytes)
         self._batch_limit = min(2 * most, cfg.batch_bytes)
+        self._linger(most)
+        metrics.INFLIGHT_WINDOW.set(self._window.limit or 0)  # learned, or forgotten, while lingering
         out: list[Msg] = []
         size = 0
         while q and len(out) < cfg.batch_size and size < most:
@@ -372,9 +372,9 @@ class Collector:
         self._taken += len(out)
         return out
 
-    def _linger(self) -> None:
+    def _linger(self, most: int) -> None:
         """Wait briefly at low rates so one write carries more than a few readings: until the
-        batch is full, the broker's in-flight window is (nothing more can come before we
+        batch is full (`most` payload bytes), the broker's in-flight window is (nothing more can come before we
         acknowledge), or `flush_interval_s` has passed."""
         cfg = self.influx_cfg
         q = self._queue
@@ -382,7 +382,6 @@ class Collector:
         until = start + cfg.flush_interval_s
         seen, seen_at = self._received_q1, start
         answer = start - self._released_at < RELEASE_ECHO_S  # these deliveries answer our ack
-        most = min(self._batch_limit, cfg.batch_bytes)
         while (len(q) < cfg.batch_size and self._received_bytes - self._taken_bytes < most
                and not self._stop.is_set()):
             unacked = self._received_q1 - self._acked_q1 - self._unacked_base
