@@ -374,8 +374,8 @@ class Collector:
 
     def _linger(self, most: int) -> None:
         """Wait briefly at low rates so one write carries more than a few readings: until the
-        batch is full (`most` payload bytes), the broker's in-flight window is (nothing more can come before we
-        acknowledge), or `flush_interval_s` has passed."""
+        batch is full (`most` payload bytes), the broker's in-flight window is (nothing more can
+        come before we acknowledge), or `flush_interval_s` has passed."""
         cfg = self.influx_cfg
         q = self._queue
         start = time.monotonic()
