@@ -7,8 +7,7 @@ hand the lock over. Whether pinning also speeds one pipeline up beside InfluxDB 
 with mixed results (docs/decisions.md), so it is a choice, not the default.
 
 The whole process is pinned, every thread it has, and threads started later inherit the
-mask of the thread that starts them. Processes it starts inherit it too. Another process
-can be placed the same way (bench/ingest.py --split keeps the InfluxDB it started apart).
+mask of the thread that starts them. Processes it starts inherit it too.
 """
 
 from __future__ import annotations
@@ -36,14 +35,13 @@ def check(cpus: Iterable[int]) -> None:
                          f"(it may run on {', '.join(map(str, sorted(may)))})")
 
 
-def pin(cpus: Iterable[int], pid: int | None = None) -> None:
-    """Pin every thread of this process (or of the process `pid`, one this one may place, such
-    as a server it started) to `cpus`."""
+def pin(cpus: Iterable[int]) -> None:
+    """Pin every thread of this process to `cpus`."""
     wanted = set(cpus)
     check(wanted)
-    for task in Path(f"/proc/{pid or 'self'}/task").iterdir():
+    for task in Path("/proc/self/task").iterdir():
         try:
             os.sched_setaffinity(int(task.name), wanted)
         except ProcessLookupError:  # a thread that ended meanwhile
             continue
-    log.info("pinned%s to CPU %s", f" process {pid}" if pid else "", ", ".join(map(str, sorted(wanted))))
+    log.info("pinned to CPU %s", ", ".join(map(str, sorted(wanted))))

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ews import affinity
 from ews.config import load_config, sample_dir
 from ews.servers import LocalServers
 from ews.yamlfile import ConfigError
@@ -84,37 +83,6 @@ def test_threads_running_before_and_started_after_are_pinned() -> None:
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.split() == [f"[{cpu}]"] * 3
-
-
-@needs_two
-def test_another_process_is_pinned_thread_by_thread() -> None:
-    """As the ingest bench places the InfluxDB it started: every thread the process has, and
-    the threads it starts afterwards."""
-    cpu = ALLOWED[0]
-    code = textwrap.dedent("""
-        import os, sys, threading
-        go = threading.Event()
-        early = threading.Thread(target=go.wait); early.start()
-        print("ready", flush=True)
-        sys.stdin.readline()
-        late = threading.Thread(target=go.wait); late.start()
-        print(sorted(os.sched_getaffinity(late.native_id)), flush=True)
-        go.set()
-    """)
-    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None and child.stdin is not None
-        assert child.stdout.readline().strip() == "ready"
-        assert len(masks(child.pid)) >= 2
-        affinity.pin([cpu], pid=child.pid)
-        assert set(masks(child.pid).values()) == {frozenset({cpu})}
-        assert os.sched_getaffinity(0) == set(ALLOWED)  # this process is left as it was
-        child.stdin.write("\n")
-        child.stdin.flush()
-        assert child.stdout.readline().strip() == f"[{cpu}]"
-    finally:
-        child.kill()
-        child.wait(10)
 
 
 @pytest.mark.integration
