@@ -83,6 +83,18 @@ def _publish(port: int, client_id: str, n: int, t0: int, topic: str = RG) -> Non
     _publish_payloads(port, client_id, topic, [orjson.dumps({"ts": t0 + i * 1000, "value": 0.1}) for i in range(n)])
 
 
+def _publish_payloads(port: int, client_id: str, topic: str, payloads: list[bytes]) -> None:
+    pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    pub.max_inflight_messages_set(0)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    infos = [pub.publish(topic, p, qos=1) for p in payloads]
+    for info in infos:
+        info.wait_for_publish(10)
+    pub.disconnect()
+    pub.loop_stop()
+
+
 def _stored(servers: LocalServers, database: str, measurement: str = "rain") -> int:
     """Readings of a kind (rain unless told) counted back in InfluxDB."""
     db = InfluxV1(servers.influx_url, database)
@@ -298,15 +310,3 @@ def test_a_backlog_after_an_idle_spell_starts_with_a_small_batch_and_grows_to_th
         assert _stored(servers, influx_db, "water_level") == 400 * 200
     finally:
         col.stop()
-
-
-def _publish_payloads(port: int, client_id: str, topic: str, payloads: list[bytes]) -> None:
-    pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
-    pub.max_inflight_messages_set(0)
-    pub.connect("127.0.0.1", port)
-    pub.loop_start()
-    infos = [pub.publish(topic, p, qos=1) for p in payloads]
-    for info in infos:
-        info.wait_for_publish(10)
-    pub.disconnect()
-    pub.loop_stop()
