@@ -220,14 +220,7 @@ def test_under_mqtt_5_our_own_publishes_keep_to_the_brokers_receive_maximum(
     watcher, dead = dead_letters(broker.port, "test-window-rm-dl")
     col.start()
     try:
-        pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="test-window-rm-pub")
-        pub.max_inflight_messages_set(0)
-        pub.connect("127.0.0.1", broker.port)
-        pub.loop_start()
-        for info in [pub.publish(RG, b'{"ts": 17', qos=1) for _ in range(n)]:
-            info.wait_for_publish(10)
-        pub.disconnect()
-        pub.loop_stop()
+        _publish_payloads(broker.port, "test-window-rm-pub", RG, [b'{"ts": 17'] * n)
         assert wait_for(lambda: len(dead) >= n, timeout=60)
         assert col.stats["rejected"] == n
         peak = max(s.client_unacked_peak for s in proxy.sessions)
