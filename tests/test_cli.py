@@ -103,6 +103,22 @@ def test_run_with_its_metrics_port_taken_says_so_and_exits_1(
     assert not (tmp_path / "state").exists()  # it stopped before the pipeline opened anything
 
 
+_POOLS = ("import os, ews.cli, numpy, scipy.spatial; "
+          "print(os.environ.get('OPENBLAS_NUM_THREADS', 'unset'), len(os.listdir('/proc/self/task')))")
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, "1"), ("3", "3")])
+def test_the_command_starts_no_blas_thread_pools_unless_told_to(setting: str | None, expected: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if setting is not None:
+        env["OPENBLAS_NUM_THREADS"] = setting
+    out = subprocess.run([sys.executable, "-P", "-c", _POOLS], cwd=REPO, env=env, capture_output=True, text=True,
+                         check=True, timeout=120).stdout.split()
+    assert out[0] == expected  # the operator's own setting wins
+    if setting is None:
+        assert out[1] == "1", f"numpy or scipy started BLAS threads: {out[1]} threads in all"
+
+
 def test_demo_without_deploy_templates_says_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -1,0 +1,97 @@
+"""Process start: the CPU a fresh interpreter spends loading what the pipeline loads.
+
+    .venv/bin/python -P bench/startup.py [--runs 15]
+
+Each run is a new interpreter that imports the pipeline, the CLI and scipy's k-d tree (the
+rules load it to bind area rules), then reports its CPU time, its threads and the wall time
+since it was started. Two placements of the BLAS thread pools, interleaved run by run:
+
+- **as shipped**: `ews` sets `OPENBLAS_NUM_THREADS=1` before numpy loads, so numpy's and
+  scipy's OpenBLAS start no threads;
+- **OpenBLAS default** (baseline): `OPENBLAS_NUM_THREADS` set to the number of CPUs, as
+  OpenBLAS would choose; each of the two libraries starts a thread a CPU beyond the first,
+  and those threads spin before they sleep.
+
+A restart after a crash pays this before it takes its first message, on cores it shares
+with InfluxDB catching up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+CHILD = """
+import os, time, orjson
+import ews.pipeline, ews.cli, scipy.spatial
+time.sleep(0.3)  # a pool's threads spin on after the imports; count what they spend
+tick = os.sysconf("SC_CLK_TCK")
+others = [t for t in os.listdir("/proc/self/task") if int(t) != os.getpid()]
+def cpu(t):
+    f = open(f"/proc/self/task/{t}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / tick
+print(orjson.dumps({"cpu_s": time.process_time(), "threads": 1 + len(others),
+                    "pool_s": sum(map(cpu, others))}).decode())
+"""
+VARIANTS = {"as shipped": None, "OpenBLAS default": str(os.cpu_count() or 1)}
+
+
+def one(pool: str | None) -> dict[str, float]:
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if pool is not None:
+        env["OPENBLAS_NUM_THREADS"] = pool
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-P", "-c", CHILD], cwd=ROOT, env=env, capture_output=True,
+                         check=True, timeout=120)
+    r = dict(orjson.loads(out.stdout.splitlines()[-1]))
+    r["wall_s"] = time.perf_counter() - t0 - 0.3
+    return r
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=15, help="runs of each variant, interleaved")
+    a = ap.parse_args()
+    console = Console()
+    load = os.getloadavg()
+    results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("starting interpreters", total=a.runs * len(VARIANTS))
+        for _ in range(a.runs):
+            for name, pool in VARIANTS.items():
+                results[name].append(one(pool))
+                progress.advance(task)
+    table = Table(title=f"process start, {a.runs} interleaved runs each, medians "
+                        f"(load average {load[0]:.1f} → {os.getloadavg()[0]:.1f})")
+    for col in ("variant", "CPU s", "CPU s range", "of it other threads", "wall s", "threads"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    med = {}
+    for name, rs in results.items():
+        cpu = [r["cpu_s"] for r in rs]
+        med[name] = statistics.median(cpu)
+        table.add_row(name, f"{med[name]:.2f}", f"{min(cpu):.2f}-{max(cpu):.2f}",
+                      f"{statistics.median(r['pool_s'] for r in rs):.2f}",
+                      f"{statistics.median(r['wall_s'] for r in rs):.2f}",
+                      f"{statistics.median(r['threads'] for r in rs):.0f}")
+    console.print(table)
+    base = med["OpenBLAS default"]
+    pools = statistics.median(r["pool_s"] for r in results["OpenBLAS default"])
+    console.print(f"as shipped: {med['as shipped']:.2f} s of CPU against {base:.2f} s "
+                  f"({med['as shipped'] / base:.0%} of the baseline); the baseline's pool threads spent "
+                  f"{pools:.2f} s a start")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
