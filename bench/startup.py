@@ -3,8 +3,9 @@
     .venv/bin/python -P bench/startup.py [--runs 15]
 
 Each run is a new interpreter that imports the pipeline, the CLI and scipy's k-d tree (the
-rules load it to bind area rules), then reports its CPU time, its threads and the wall time
-since it was started. Two placements of the BLAS thread pools, interleaved run by run:
+rules load it to bind area rules), waits 0.3 s, then reports its CPU time, the part of it its
+other threads spent, its threads, and the wall time until its imports were done. Two
+placements of the BLAS thread pools, interleaved run by run:
 
 - **as shipped**: `ews` sets `OPENBLAS_NUM_THREADS=1` before numpy loads, so numpy's and
   scipy's OpenBLAS start no threads;
