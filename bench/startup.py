@@ -36,14 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import os, time, orjson
 import ews.pipeline, ews.cli, scipy.spatial
+import psutil
 time.sleep(0.3)  # a pool's threads spin on after the imports; count what they spend
-tick = os.sysconf("SC_CLK_TCK")
-others = [t for t in os.listdir("/proc/self/task") if int(t) != os.getpid()]
-def cpu(t):
-    f = open(f"/proc/self/task/{t}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / tick
-print(orjson.dumps({"cpu_s": time.process_time(), "threads": 1 + len(others),
-                    "pool_s": sum(map(cpu, others))}).decode())
+threads = psutil.Process().threads()
+print(orjson.dumps({"cpu_s": time.process_time(), "threads": len(threads),
+                    "pool_s": sum(t.user_time + t.system_time for t in threads if t.id != os.getpid())}).decode())
 """
 VARIANTS = {"as shipped": None, "OpenBLAS default": str(os.cpu_count() or 1)}
 
