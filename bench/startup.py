@@ -4,8 +4,8 @@
 
 Each run is a new interpreter that imports the pipeline, the CLI and scipy's k-d tree (the
 rules load it to bind area rules), waits 0.3 s, then reports its CPU time, the part of it its
-other threads spent, its threads, and the wall time until its imports were done. Two
-placements of the BLAS thread pools, interleaved run by run:
+other threads spent and its threads; the wall time is the whole child process, start to exit,
+less that wait. Two placements of the BLAS thread pools, interleaved run by run:
 
 - **as shipped**: `ews` sets `OPENBLAS_NUM_THREADS=1` before numpy loads, so numpy's and
   scipy's OpenBLAS start no threads;
