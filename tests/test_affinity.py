@@ -19,6 +19,7 @@ from ews.yamlfile import ConfigError
 from .httpstub import Hook
 from .pipelineproc import PipelineRun
 from .test_restart import config_doc, hook  # noqa: F401  (hook is a fixture)
+from .waiting import wait_for
 
 ALLOWED = sorted(os.sched_getaffinity(0))
 needs_two = pytest.mark.skipif(len(ALLOWED) < 2, reason="pinning is only visible with two CPUs or more to choose from")
@@ -95,9 +96,10 @@ def test_a_pinned_pipeline_runs_every_thread_on_its_cpu(servers: LocalServers, i
     cfg.write_text(yaml.safe_dump(doc), encoding="utf-8")
     run = PipelineRun(cfg, tmp_path / "pipeline.log")
     try:
+        # the network thread, the decode, write and rules threads, the outbox's workers ...; some
+        # start after the broker's SUBACK that PipelineRun waits for, so they are waited for too
+        assert wait_for(lambda: len(masks(run.proc.pid)) >= 5, 30), masks(run.proc.pid)
         threads = masks(run.proc.pid)
-        # the network thread, the decode, write and rules threads, the outbox's workers ...
-        assert len(threads) >= 5, threads
         assert set(threads.values()) == {frozenset({cpu})}, threads
         assert f"pinned to CPU {cpu}" in (tmp_path / "pipeline.log").read_text(encoding="utf-8")
     finally:
