@@ -1,0 +1,230 @@
+"""Every recorded invocation of bench/ingest.py with gateway batches, at a glance.
+
+    .venv/bin/python -P bench/ingest_history.py [--doc docs/performance.md] [--out docs/img/ingest_history.png]
+
+Reads the two tables docs/performance.md keeps under "Gateway batches: every invocation" and
+"Why gateway batches stay below 80 %" (the tables are the record; this reads them, it holds
+no figures of its own), prints the counts and ranges the prose quotes, and plots:
+
+- the pipeline's share of InfluxDB's raw rate, invocation by invocation (median and the range
+  of its runs), with every process on both cores and with InfluxDB on a core of its own;
+- on shared cores, the pipeline's own CPU a reading against the most it may spend for 80 %
+  (the raw baseline's CPU over 0.8, less what InfluxDB spent on the pipeline's points);
+- the ratio the CPU columns predict against the one measured.
+
+It also checks the tables against themselves (a median that is not the median of its runs,
+a CPU ratio that is not the quotient of its columns) and exits 1 naming the row if not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GATEWAY_HEADING = "### Gateway batches: every invocation"
+CPU_HEADING = "### Why gateway batches stay below 80 %"
+TARGET = 80
+
+
+@dataclass(frozen=True)
+class Invocation:
+    number: int
+    split: bool  # InfluxDB on a core of its own (`--split`)
+    ratio: int  # median, % of InfluxDB's raw rate
+    runs: tuple[int, ...]
+    readings_s: int  # the pipeline's median
+    cpu_us: float  # the pipeline's CPU a reading
+    raw_points_s: int
+
+
+@dataclass(frozen=True)
+class CpuRow:
+    number: int
+    own: float  # the pipeline's CPU a reading, µs
+    influx_raw: float  # InfluxDB's CPU a raw point
+    influx_pipeline: float  # InfluxDB's CPU a point of the pipeline's writes
+    raw_all: float
+    pipeline_all: float
+    predicted: int  # %
+    measured: int  # %
+
+    @property
+    def budget(self) -> float:
+        """The most the pipeline may spend of its own for 80 % (below zero: nothing would do)."""
+        return self.raw_all / (TARGET / 100) - self.influx_pipeline
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n#", start + len(heading))
+    return text[start:] if end < 0 else text[start:end]
+
+
+def _rows(section: str, columns: int) -> list[list[str]]:
+    out = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) == columns and cells[0].isdigit():
+            out.append(cells)
+    return out
+
+
+def _numbers(spec: str) -> set[int]:
+    """'8, 9, 24, 25, 28-35, 37 and 39' -> {8, 9, 24, 25, 28, ..., 35, 37, 39}"""
+    out: set[int] = set()
+    for part in re.split(r",\s*|\s+and\s+", spec.strip()):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def _int(s: str) -> int:
+    return int(s.replace(",", ""))
+
+
+def parse_invocations(text: str) -> list[Invocation]:
+    section = _section(text, GATEWAY_HEADING)
+    prose = " ".join(section.split())
+    m = re.search(r"Invocations ([\d,\-\s]+(?:and[\d\-\s]+)?) ran with `--split`", prose)
+    if m is None:
+        raise ValueError(f"{GATEWAY_HEADING}: no sentence naming the invocations run with `--split`")
+    split = _numbers(m[1])
+    out = []
+    for cells in _rows(section, 8):
+        n = int(cells[0])
+        ratio = re.fullmatch(r"(\d+) % \(([\d, ]+)\)", cells[3])
+        rate = re.fullmatch(r"([\d,]+), ([\d.]+)", cells[4])
+        raw = re.match(r"([\d,]+)", cells[5])
+        if ratio is None or rate is None or raw is None:
+            raise ValueError(f"{GATEWAY_HEADING}: row {n} is not '<median> % (<runs>)' | "
+                             f"'<readings/s>, <µs>' | '<points/s> ...'")
+        out.append(Invocation(n, n in split, int(ratio[1]), tuple(int(r) for r in ratio[2].split(",")),
+                              _int(rate[1]), float(rate[2]), _int(raw[1])))
+    missing = split - {i.number for i in out}
+    if missing:
+        raise ValueError(f"{GATEWAY_HEADING}: `--split` names invocations with no row: {sorted(missing)}")
+    return out
+
+
+def parse_cpu(text: str) -> list[CpuRow]:
+    out = []
+    for cells in _rows(_section(text, CPU_HEADING), 8):
+        own, raw, pipeline, raw_all, pipeline_all, predicted, measured = (float(c.rstrip(" %")) for c in cells[1:])
+        out.append(CpuRow(int(cells[0]), own, raw, pipeline, raw_all, pipeline_all, int(predicted), int(measured)))
+    return out
+
+
+def inconsistencies(invocations: list[Invocation], cpu: list[CpuRow]) -> list[str]:
+    """Rows whose figures disagree with each other."""
+    out = []
+    for i in invocations:
+        if len(i.runs) in (3, 5) and statistics.median(i.runs) != i.ratio:
+            out.append(f"invocation {i.number}: median {i.ratio} % is not the median of its runs {i.runs}")
+    for c in cpu:
+        if round(100 * c.raw_all / c.pipeline_all) != c.predicted:
+            out.append(f"CPU row {c.number}: {c.raw_all} / {c.pipeline_all} is not {c.predicted} %")
+        if abs(c.own + c.influx_pipeline - c.pipeline_all) > 0.011:
+            out.append(f"CPU row {c.number}: {c.own} + {c.influx_pipeline} is not {c.pipeline_all}")
+    split = {i.number for i in invocations if i.split}
+    out += [f"CPU row {c.number} is a `--split` invocation; the table covers shared cores" for c in cpu
+            if c.number in split]
+    return out
+
+
+def summary(invocations: list[Invocation], cpu: list[CpuRow]) -> list[str]:
+    lines = [f"{len(invocations)} invocations"]
+    for name, group in (("shared cores", [i for i in invocations if not i.split]),
+                        ("InfluxDB on its own core", [i for i in invocations if i.split])):
+        if not group:
+            continue
+        r = [i.ratio for i in group]
+        rate = [i.readings_s for i in group]
+        lines.append(f"{name}: {len(group)} invocations, medians {min(r)}-{max(r)} % (middle "
+                     f"{statistics.median(r):g} %), {sum(x >= TARGET for x in r)} at or above {TARGET} %; "
+                     f"the pipeline {min(rate):,}-{max(rate):,} readings/s (middle {statistics.median(rate):,.0f})")
+    if cpu:
+        own = [c.own for c in cpu]
+        budget = [c.budget for c in cpu]
+        dearer = sum(c.influx_pipeline > c.influx_raw for c in cpu)
+        cheaper = sum(c.influx_pipeline < c.influx_raw for c in cpu)
+        worst = max(cpu, key=lambda c: abs(c.predicted - c.measured))
+        lines += [
+            f"CPU table ({len(cpu)} shared invocations): the pipeline's own {min(own):.2f}-{max(own):.2f} µs a "
+            f"reading (median {statistics.median(own):.2f}); the most it may spend for {TARGET} % "
+            f"{max(0.0, min(budget)):.2f}-{max(budget):.2f} (median {statistics.median(budget):.2f}); "
+            f"within budget in {sum(c.own <= c.budget for c in cpu)}",
+            f"InfluxDB spent more on the pipeline's points than on raw ones in {dearer}, less in {cheaper}, "
+            f"the same in {len(cpu) - dearer - cheaper}",
+            f"predicted and measured ratio differ by {worst.predicted - worst.measured:+d} points at most "
+            f"(invocation {worst.number}); by more than 8 in "
+            f"{sum(abs(c.predicted - c.measured) > 8 for c in cpu)}",
+        ]
+    return lines
+
+
+def plot(invocations: list[Invocation], cpu: list[CpuRow], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(16, 4.6), gridspec_kw={"width_ratios": [2.2, 1.6, 1]})
+    for split, color, label in ((False, "#d62728", "every process on both cores"),
+                                (True, "#1f77b4", "InfluxDB on a core of its own")):
+        group = [i for i in invocations if i.split == split]
+        x = [i.number for i in group]
+        a.vlines(x, [min(i.runs) for i in group], [max(i.runs) for i in group], color=color, alpha=0.35, lw=1)
+        a.plot(x, [i.ratio for i in group], "o", color=color, ms=4, label=label)
+    a.axhline(TARGET, color="black", lw=0.8, ls="--")
+    a.set_xlabel("invocation")
+    a.set_ylabel("% of InfluxDB's raw rate (median, runs)")
+    a.set_title("100 readings a message, every invocation", fontsize=10)
+    a.legend(fontsize=8, loc="upper left")
+
+    x = [r.number for r in cpu]
+    b.bar([str(n) for n in x], [r.own for r in cpu], color="#d62728", alpha=0.7, label="pipeline's own CPU")
+    b.plot([str(n) for n in x], [max(0.0, r.budget) for r in cpu], "k_", ms=7, mew=2,
+           label=f"most it may spend for {TARGET} %")
+    b.set_ylabel("µs of CPU a reading")
+    b.set_xlabel("invocation (shared cores)")
+    b.set_title("the pipeline's CPU against its budget", fontsize=10)
+    b.tick_params(axis="x", labelsize=5, rotation=90)
+    b.legend(fontsize=8, loc="upper left")
+
+    c.plot([r.predicted for r in cpu], [r.measured for r in cpu], "o", color="#d62728", ms=4)
+    lo = min(min(r.predicted for r in cpu), min(r.measured for r in cpu)) - 3
+    hi = max(max(r.predicted for r in cpu), max(r.measured for r in cpu)) + 3
+    c.plot([lo, hi], [lo, hi], color="grey", lw=0.8)
+    c.axhline(TARGET, color="black", lw=0.8, ls="--")
+    c.set_xlabel("ratio the CPU columns predict, %")
+    c.set_ylabel("measured, %")
+    c.set_title("CPU shares predict the ratio", fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "img" / "ingest_history.png")
+    args = ap.parse_args(argv)
+    text = args.doc.read_text(encoding="utf-8")
+    invocations, cpu = parse_invocations(text), parse_cpu(text)
+    for line in summary(invocations, cpu):
+        print(line)
+    bad = inconsistencies(invocations, cpu)
+    for line in bad:
+        print(f"{args.doc}: {line}", file=sys.stderr)
+    plot(invocations, cpu, args.out)
+    print(f"plot: {args.out}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
