@@ -13,7 +13,8 @@ no figures of its own), prints the counts and ranges the prose quotes, and plots
 - the ratio the CPU columns predict against the one measured.
 
 It also checks the tables against themselves (a median that is not the median of its runs,
-a CPU ratio that is not the quotient of its columns) and exits 1 naming the row if not.
+a CPU ratio that is not the quotient of its columns, a CPU sum that does not add up, a
+`--split` invocation in the CPU table of shared cores) and exits 1 naming the row if not.
 """
 
 from __future__ import annotations
