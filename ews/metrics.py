@@ -99,6 +99,10 @@ DELIVERY_SECONDS = Histogram(
 RULES_INFO = Gauge("ews_rules_info", "The rule set in force (value 1), by version", ["version"])
 RULES_ACTIVE = Gauge("ews_rules_active", "Rules in force (hazard and device-fault rules)")
 RULES_RELOADS = Counter("ews_rules_reloads_total", "Rule reloads asked for, by result", ["result"])
+RULES_FILE_PROBLEMS = Gauge(
+    "ews_rules_file_problems", "Problems in the rule files on disk that kept the last reload from loading "
+    "(0: they load); the rules loaded before stay in force"
+)
 RULES_WITHOUT_HISTORY = Gauge(
     "ews_rules_kinds_without_history", "Sensor kinds whose rules run on windows without their history (InfluxDB "
     "could not give it at start); tried again until it does"
@@ -157,3 +161,17 @@ def observe_transition(ttype: str, before: str, after: str, event_ts_ms: int, co
         OPEN_WARNINGS.labels(before).dec()
     if after != "none":
         OPEN_WARNINGS.labels(after).inc()
+
+
+def initialise(counter: Counter, *label_sets: tuple[str, ...]) -> None:
+    """Expose each labelled series at 0 before its first event: Prometheus's `increase()` sees
+    no increase in a series whose first sample is already 1, so an alert on the first quarantine
+    drop or the first message given up would otherwise never fire."""
+    for labels in label_sets:
+        counter.labels(*labels)
+
+
+# the stages that count unexpected errors, and the results of a rule reload
+PIPELINE_STAGES = ("ingest", "rules", "device", "warnings", "warnings-timer")
+initialise(PIPELINE_ERRORS, *((s,) for s in PIPELINE_STAGES))
+initialise(RULES_RELOADS, ("ok",), ("refused",))

@@ -122,6 +122,7 @@ class Collector:
         self.influx_cfg = influx_cfg
         self.ingest_cfg = ingest_cfg = ingest_cfg or IngestConfig()
         self.processor = processor
+        metrics.initialise(metrics.REJECTED, *((r.value,) for r in Reason))
         self.builder = LineBuilder(processor.sensors)
         kinds = sorted(processor.sensors.kinds)
         self._kind_names = kinds

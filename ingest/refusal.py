@@ -27,6 +27,7 @@ BEYOND_RETENTION = "beyond_retention"
 TYPE_CONFLICT = "type_conflict"
 UNPARSABLE = "unparsable"
 REFUSED = "refused"  # the request refused whole, for a reason not above
+CAUSES = (TOO_LARGE, BEYOND_RETENTION, TYPE_CONFLICT, UNPARSABLE, REFUSED)
 _PARTIAL = re.compile(r"partial write:\s*(?P<reason>.*?)\s*dropped=(?P<dropped>\d+)", re.S)
 _MEASUREMENT = re.compile(r'on measurement "(?P<name>(?:[^"\\]|\\.)+)"')
 

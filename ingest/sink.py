@@ -31,6 +31,7 @@ from ingest.influx_v1 import WriteError
 from ingest.loglimit import LogLimit
 from ingest.refusal import (
     BEYOND_RETENTION,
+    CAUSES,
     REFUSED,
     TOO_LARGE,
     TYPE_CONFLICT,
@@ -104,6 +105,7 @@ class Sink:
         self._executor: ThreadPoolExecutor | None = None
         self._database_ready = not create_database
         self.spool = spool
+        metrics.initialise(metrics.INFLUX_REFUSED, *((spool.target, c) for c in CAUSES))
         self.stop = stop
         self.min_backoff_s = min_backoff_s
         self.max_backoff_s = max_backoff_s

@@ -94,6 +94,8 @@ class Spool:
         self._seq = seq
         self.quarantine_bytes = self._quarantine_size()
         metrics.SPOOL_LIMIT_BYTES.labels(target).set(max_bytes)
+        metrics.initialise(metrics.QUARANTINED, (target,))
+        metrics.initialise(metrics.QUARANTINE_DROPPED, (target,))
         self._update()
         if self._files:
             log.warning("spool %s holds %d batches (%d readings, %.1f MB) from before; replaying them first",

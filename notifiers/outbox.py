@@ -54,6 +54,9 @@ class OutboxWorker:
     ):
         self.store = store
         self.channels = dict(channels)
+        for ch in self.channels:
+            metrics.initialise(metrics.DELIVERIES, (ch, "sent"), (ch, "failed"))
+            metrics.initialise(metrics.DELIVERY_GIVEN_UP, (ch,))
         self.clock = clock
         self.batch = batch
         self.idle_poll_s = idle_poll_s

@@ -58,6 +58,7 @@ class RuleWatcher:
             ruleset = load_rules(self.path, profiles)
         except ConfigError as exc:
             self.problems = exc.problems
+            metrics.RULES_FILE_PROBLEMS.set(len(exc.problems))
             self.profiles = profiles  # do not retry until something changes again
             if count:
                 metrics.RULES_RELOADS.labels("refused").inc()
@@ -66,6 +67,7 @@ class RuleWatcher:
                           self.ruleset.version, p)
             return None
         self.problems = []
+        metrics.RULES_FILE_PROBLEMS.set(0)
         self.profiles = profiles
         if ruleset.digest == self.ruleset.digest:
             return None  # touched, not changed

@@ -68,7 +68,7 @@ def reload(st: State, p: Caller) -> dict[str, Any]:
     try:
         out = st.ctx.reload_rules(p.name)
     except ConfigError as exc:
-        metrics.RULES_RELOADS.labels("rejected").inc()
+        metrics.RULES_RELOADS.labels("refused").inc()
         problems = [{"file": pr.file, "line": pr.line, "field": pr.field, "reason": pr.reason} for pr in exc.problems]
         st.ctx.store.audit(now_ms(), p.name, "rules.reload_refused", None, {"version": before, "problems": problems})
         raise ApiError(422, "rules_invalid", f"the rules were not reloaded: {exc.problems[0]}",
