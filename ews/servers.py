@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import yaml
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +257,34 @@ def alertmanager(state_dir: Path, port: int | None = None) -> AlertmanagerServer
         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
     ]
     return AlertmanagerServer("alertmanager", argv, port, data, data / "stdout.log")
+
+
+@dataclass
+class PrometheusServer(HttpServer):
+    ready_path = "/-/ready"
+
+
+def prometheus(state_dir: Path, targets: list[str], alertmanager_address: str, interval_s: float = 1.0,
+               port: int | None = None) -> PrometheusServer:
+    """Debian's prometheus on deploy/prometheus/: the shipped rules, and the shipped `ews` job
+    aimed at `targets` (host:port), scraped and evaluated every `interval_s` instead of 15 s."""
+    binary = _require("prometheus", "prometheus")
+    port = port or free_port()
+    data = state_dir / "prometheus"
+    data.mkdir(parents=True, exist_ok=True)
+    shipped = DEPLOY_DIR / "prometheus"
+    conf = yaml.safe_load((shipped / "prometheus.yml").read_text())
+    every = f"{round(interval_s * 1000)}ms"
+    conf["global"].update(scrape_interval=every, evaluation_interval=every)
+    conf["rule_files"] = [str(shipped / f) for f in conf["rule_files"]]
+    conf["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [alertmanager_address]}]
+    (job,) = [j for j in conf["scrape_configs"] if j["job_name"] == "ews"]
+    job["static_configs"] = [{"targets": targets}]
+    conf_file = data / "prometheus.yml"
+    conf_file.write_text(yaml.safe_dump(conf))
+    argv = [binary, f"--config.file={conf_file}", f"--storage.tsdb.path={data / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}"]
+    return PrometheusServer("prometheus", argv, port, data, data / "stdout.log")
 
 
 @dataclass

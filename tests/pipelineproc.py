@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from .waiting import wait_for
@@ -16,15 +17,15 @@ REPO = Path(__file__).resolve().parent.parent
 class PipelineRun:
     """`python -m ews.cli run --config cfg`, stopped as systemd stops it or killed with no goodbye."""
 
-    def __init__(self, cfg: Path, log: Path, **env: str) -> None:
+    def __init__(self, cfg: Path, log: Path, args: Sequence[str] = (), **env: str) -> None:
         """Start it, its output appended to `log` (earlier runs may have written there too);
         return once the broker has its subscription, so that what is published from then on
-        reaches this run. `env` adds to the environment."""
+        reaches this run. `args` follow `--config cfg`; `env` adds to the environment."""
         self.log = log
         mark = log.stat().st_size if log.exists() else 0
         with log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "ews.cli", "run", "--config", str(cfg)], cwd=REPO,
-                                         stdout=out, stderr=subprocess.STDOUT,
+            self.proc = subprocess.Popen([sys.executable, "-m", "ews.cli", "run", "--config", str(cfg), *args],
+                                         cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                          env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
         proc = self.proc
         ok = wait_for(lambda: b"MQTT subscribed" in log.read_bytes()[mark:] or proc.poll() is not None, 60)

@@ -43,7 +43,7 @@ def test_k8s_shards_are_disjoint_single_consumers() -> None:
 def test_compose_and_systemd_files() -> None:
     Config.model_validate(yaml.safe_load((DEPLOY / "compose" / "ews.yaml").read_text()))
     compose = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
-    assert {"mosquitto", "influxdb", "alertmanager", "ews"} <= set(compose["services"])
+    assert {"mosquitto", "influxdb", "prometheus", "alertmanager", "ews"} <= set(compose["services"])
     unit = (DEPLOY / "systemd" / "ews-pipeline@.service").read_text()
     assert "ExecStart=/opt/ews/.venv/bin/ews run --config /etc/ews/%i.yaml" in unit
     # the metrics port's default comes before the shard's own file, which may override it

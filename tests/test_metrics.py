@@ -5,7 +5,6 @@ only queries metrics that exist, in PromQL that a real Prometheus-compatible ser
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import time
@@ -18,13 +17,11 @@ from prometheus_client import REGISTRY, generate_latest
 
 from ews.servers import LocalServers, free_port
 from tests.api_env import S01_GAS, Env, make_env
+from tests.promql import metric_names, registered
 
 pytestmark = pytest.mark.integration
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "ews-dashboard.json"
-_FUNCS = {"sum", "rate", "increase", "histogram_quantile", "max", "by", "le", "label_values", "instance"}
-
-
 def sample(name: str, labels: dict[str, str] | None = None) -> float:
     return REGISTRY.get_sample_value(name, labels or {}) or 0.0
 
@@ -32,23 +29,6 @@ def sample(name: str, labels: dict[str, str] | None = None) -> float:
 def dashboard_exprs() -> list[str]:
     d = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     return [t["expr"] for p in d["panels"] for t in p.get("targets", [])]
-
-
-def metric_names(expr: str) -> set[str]:
-    no_strings = re.sub(r'"[^"]*"', '""', expr)
-    no_labels = re.sub(r"\{[^}]*\}", "", no_strings)
-    no_grouping = re.sub(r"\bby\s*\([^)]*\)", "", no_labels)
-    words = set(re.findall(r"\b[a-zA-Z_:][a-zA-Z0-9_:]*\b", no_grouping))
-    return {w for w in words if w.startswith("ews_")} | ({w for w in words - _FUNCS if not w.startswith("ews_")}
-                                                         - {"__rate_interval", "h", "m"})
-
-
-def registered() -> set[str]:
-    """Every series name the registry can expose (with _total, _bucket, ... suffixes), also of
-    labelled metrics that have no series yet."""
-    import ews.metrics  # noqa: F401  (registers them)
-
-    return set().union(*REGISTRY._collector_to_names.values())
 
 
 def test_every_dashboard_query_names_a_registered_metric() -> None:
