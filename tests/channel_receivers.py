@@ -1,4 +1,5 @@
-"""Test helpers for the channel tests: a recording HTTP server and realistic notifications."""
+"""Test helpers for the channel tests: a recording HTTP server, realistic notifications, and
+what a real Alertmanager holds."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
+
 from ews.levels import Level
 from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
+from ews.servers import AlertmanagerServer
 from notifiers.channels.base import Notification
 from notifiers.publish import warning_json
 
@@ -111,3 +115,11 @@ def person(pid: str, *, phone: str | None = None, email: str | None = None, name
            wecom: str | None = None) -> dict[str, Any]:
     return {"id": pid, "name": name, "role": "duty_officer", "tier": "community", "region": "440106001001",
             "audience": "internal", "channels": ["ch"], "phone": phone, "email": email, "wecom": wecom}
+
+
+def am_alerts(am: AlertmanagerServer, **labels: str) -> list[dict[str, Any]]:
+    """The alerts Alertmanager holds with these label values."""
+    matchers = [f'{k}="{v}"' for k, v in labels.items()]
+    r = httpx.get(f"{am.url}/api/v2/alerts", params={"filter": matchers}, timeout=5)
+    r.raise_for_status()
+    return list(r.json())

@@ -10,7 +10,16 @@ import pytest
 
 from ews.regions import RegionFile, RegionRegistry
 from ews.sensors import Sensor, SensorRegistry
-from ews.servers import LocalServers, VictoriaServer, influxdb, local_servers, mosquitto, victoria_metrics
+from ews.servers import (
+    AlertmanagerServer,
+    LocalServers,
+    VictoriaServer,
+    alertmanager,
+    influxdb,
+    local_servers,
+    mosquitto,
+    victoria_metrics,
+)
 
 DISTRICT, STREET_A, STREET_B = "440106", "440106001", "440106002"
 COMM_A1, COMM_A2, COMM_B1 = "440106001001", "440106001002", "440106002001"
@@ -73,6 +82,17 @@ def own_servers(tmp_path: Path) -> Iterator[LocalServers]:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="module")
+def am(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertmanagerServer]:
+    """A real Alertmanager on the shipped configuration, for one test module."""
+    server = alertmanager(Path(tmp_path_factory.mktemp("am")))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 _db_counter = itertools.count()

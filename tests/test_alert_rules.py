@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from ews.servers import (
     AlertmanagerServer,
     LocalServers,
     PrometheusServer,
-    alertmanager,
     free_port,
     prometheus,
 )
@@ -37,6 +35,7 @@ from ingest.spool import Spool
 from notifiers.outbox import OutboxWorker
 from rules.loader import DEFAULTS_DIR
 
+from .channel_receivers import am_alerts
 from .pipelineproc import PipelineRun
 from .promql import label_names, labels_of, metric_names, registered
 from .waiting import wait_for
@@ -183,22 +182,6 @@ def test_labelled_counters_alerted_on_are_exposed_at_zero_before_their_first_eve
 
 # ---- end to end: a real pipeline, Prometheus and Alertmanager ----
 
-@pytest.fixture
-def alertmanager_server(tmp_path: Path) -> Iterator[AlertmanagerServer]:
-    am = alertmanager(tmp_path / "am")
-    am.start()
-    try:
-        yield am
-    finally:
-        am.stop()
-
-
-def am_alerts(am: AlertmanagerServer, name: str) -> list[dict[str, Any]]:
-    r = httpx.get(f"{am.url}/api/v2/alerts", params={"filter": f'alertname="{name}"'}, timeout=5)
-    r.raise_for_status()
-    return list(r.json())
-
-
 def prom_query(prom: PrometheusServer, q: str) -> list[dict[str, Any]]:
     body = httpx.get(f"{prom.url}/api/v1/query", params={"query": q}, timeout=5).json()
     assert body["status"] == "success", body
@@ -213,9 +196,9 @@ def prom_alert_states(prom: PrometheusServer) -> dict[str, str]:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_pipeline_faults_reach_alertmanager_through_prometheus(
-    own_servers: LocalServers, alertmanager_server: AlertmanagerServer, tmp_path: Path,
+    own_servers: LocalServers, am: AlertmanagerServer, tmp_path: Path,
 ) -> None:
-    am, influx_url = alertmanager_server, own_servers.influx_url
+    influx_url = own_servers.influx_url
     rules_dir = tmp_path / "rules"
     rules_dir.mkdir()
     for f in DEFAULTS_DIR.glob("*.yaml"):
@@ -254,8 +237,8 @@ def test_pipeline_faults_reach_alertmanager_through_prometheus(
         assert wait_for(lambda: prom_alert_states(prom) == {}, 15), prom_alert_states(prom)
 
         pub.publish(f"{where}/UNREG-1", orjson.dumps({"ts": now_ms, "value": 1.5}), qos=1).wait_for_publish(10)
-        assert wait_for(lambda: am_alerts(am, "EwsPointsRefused"), 30), prom_alert_states(prom)
-        (refused,) = am_alerts(am, "EwsPointsRefused")
+        assert wait_for(lambda: am_alerts(am, alertname="EwsPointsRefused"), 30), prom_alert_states(prom)
+        (refused,) = am_alerts(am, alertname="EwsPointsRefused")
         assert refused["labels"] == {"alertname": "EwsPointsRefused", "severity": "warning", "job": "ews",
                                      "instance": target, "target": "main", "cause": "type_conflict"}
         assert "type_conflict" in refused["annotations"]["summary"]
@@ -265,8 +248,8 @@ def test_pipeline_faults_reach_alertmanager_through_prometheus(
         for k in range(40):
             pub.publish(f"{where}/{rain.id}", orjson.dumps({"ts": now_ms + 1000 * (k + 1), "value": 0.5}),
                         qos=1).wait_for_publish(10)
-        assert wait_for(lambda: am_alerts(am, "EwsSpoolFilling"), 30), prom_alert_states(prom)
-        (filling,) = am_alerts(am, "EwsSpoolFilling")
+        assert wait_for(lambda: am_alerts(am, alertname="EwsSpoolFilling"), 30), prom_alert_states(prom)
+        (filling,) = am_alerts(am, alertname="EwsSpoolFilling")
         assert filling["labels"]["severity"] == "critical" and filling["labels"]["target"] == "main"
         assert [r["name"] for r in filling["receivers"]] == ["ews-ops"]
         assert wait_for(lambda: prom_alert_states(prom).get("EwsSpoolHoldingReadings") == "pending", 15)

@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
-import httpx
 import pytest
 
 from ews.config import ChannelConfig
 from ews.levels import Level
 from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
-from ews.servers import AlertmanagerServer, alertmanager, free_port
+from ews.servers import AlertmanagerServer, free_port
 from notifiers.channels import build_channel
 from notifiers.channels.alertmanager import AlertmanagerChannel
 from notifiers.channels.base import DeliveryError
-from tests.channel_receivers import make_note
+from tests.channel_receivers import am_alerts, make_note
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def am(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertmanagerServer]:
-    server = alertmanager(Path(tmp_path_factory.mktemp("am")))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _alerts(am: AlertmanagerServer, warning_id: str) -> list[dict[str, Any]]:
-    r = httpx.get(f"{am.url}/api/v2/alerts", params={"filter": f'warning_id="{warning_id}"'}, timeout=5)
-    r.raise_for_status()
-    return r.json()  # type: ignore[no-any-return]
 
 
 def test_alert_is_shown_raised_and_ended(
@@ -46,7 +25,7 @@ def test_alert_is_shown_raised_and_ended(
     assert isinstance(ch, AlertmanagerChannel)
     wid = "W-am00000001"
     ch.send(make_note(mini_regions, mini_sensors, wid=wid, level=Level.YELLOW, transition_id=1))
-    (alert,) = _alerts(am, wid)
+    (alert,) = am_alerts(am, warning_id=wid)
     assert alert["labels"] == {
         "alertname": "EwsWarning", "severity": "yellow", "warning_id": wid, "rule": "rain-rule",
         "subject": "RG-A1", "kind": "rain", "district": "440106", "street": "440106001",
@@ -60,19 +39,19 @@ def test_alert_is_shown_raised_and_ended(
 
     # raised: the yellow alert ends and a red one fires in its place
     ch.send(make_note(mini_regions, mini_sensors, wid=wid, level=Level.RED, transition="raise", transition_id=2))
-    assert [a["labels"]["severity"] for a in _alerts(am, wid)] == ["red"]
+    assert [a["labels"]["severity"] for a in am_alerts(am, warning_id=wid)] == ["red"]
 
     # lifted: nothing of this warning is left firing
     ch.send(make_note(mini_regions, mini_sensors, wid=wid, level=Level.RED, transition="resolve",
                       state="resolved", transition_id=3))
-    assert _alerts(am, wid) == []
+    assert am_alerts(am, warning_id=wid) == []
     ch.close()
 
 
 def test_drill_label_and_unreachable_server(am: AlertmanagerServer, mini_regions: RegionRegistry) -> None:
     ch = AlertmanagerChannel("am", am.url)
     ch.send(make_note(mini_regions, wid="W-am-drill01", drill=True))
-    (alert,) = _alerts(am, "W-am-drill01")
+    (alert,) = am_alerts(am, warning_id="W-am-drill01")
     assert alert["labels"]["drill"] == "true"
     ch.close()
     down = AlertmanagerChannel("am", f"http://127.0.0.1:{free_port()}")
@@ -91,7 +70,7 @@ def test_group_posts_each_warning(am: AlertmanagerServer, mini_regions: RegionRe
     ch = AlertmanagerChannel("am", am.url)
     ch.send(replace(a, notice="group", transition="group", items=items, message="汇总"))
     ch.close()
-    assert [x["labels"]["severity"] for x in _alerts(am, "W-am-group-a")] == ["orange"]
+    assert [x["labels"]["severity"] for x in am_alerts(am, warning_id="W-am-group-a")] == ["orange"]
     ((community, severity),) = [(x["labels"]["community"], x["labels"]["severity"])
-                                for x in _alerts(am, "W-am-group-b")]
+                                for x in am_alerts(am, warning_id="W-am-group-b")]
     assert (community, severity) == ("440106001002", "yellow")
