@@ -4,14 +4,17 @@ into pandas and then into event-time batches for the engine.
 Used to rebuild detector state after a restart and to replay history in backtests. InfluxQL
 is asked per kind (one measurement each) with `GROUP BY "sensor"` in chunks, so a day of
 10 000 sensors streams as a few hundred JSON documents rather than one huge one; each chunk
-goes straight into numpy arrays. The spool holds what InfluxDB has not taken yet (it was down
-or slow), as line protocol. A CSV holds the columns `sensor, ts, value` (ts in epoch
-milliseconds or RFC 3339 / ISO 8601; times without an offset are Beijing time).
+goes straight into numpy arrays. Values that are not numbers (another writer's strings, which
+InfluxDB lets sit in shards of their own) are skipped and logged, not the end of a start. The
+spool holds what InfluxDB has not taken yet (it was down or slow), as line protocol. A CSV
+holds the columns `sensor, ts, value` (ts in epoch milliseconds or RFC 3339 / ISO 8601; times
+without an offset are Beijing time).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -27,6 +30,7 @@ from ingest.influx_v1 import InfluxV1
 from ingest.lineproto import read_lines
 
 COLUMNS = ["sensor", "ts", "value"]
+log = logging.getLogger(__name__)
 
 
 class HistoryError(Exception):
@@ -54,6 +58,7 @@ def influx_history(influx: InfluxV1, kind: str, since_ms: int, until_ms: int,
     names: list[str] = []
     ts_parts: list[np.ndarray] = []
     val_parts: list[np.ndarray] = []
+    skipped = 0
     try:
         with influx.http.stream("GET", "/query", params=params) as r:
             if r.status_code != 200:
@@ -75,8 +80,14 @@ def influx_history(influx: InfluxV1, kind: str, since_ms: int, until_ms: int,
                         rows = series.get("values") or []
                         if not rows:
                             continue
-                        arr = np.asarray([(row[0], np.nan if row[1] is None else row[1]) for row in rows],
-                                         np.float64)
+                        try:
+                            arr = np.asarray([(row[0], np.nan if row[1] is None else row[1]) for row in rows],
+                                             np.float64)
+                        except (TypeError, ValueError):
+                            arr, others = _numbers_only(rows)
+                            skipped += others
+                            if not len(arr):
+                                continue
                         names.append(series.get("tags", {}).get("sensor", ""))
                         ts_parts.append(arr[:, 0].astype(np.int64))
                         val_parts.append(arr[:, 1])
@@ -84,6 +95,10 @@ def influx_history(influx: InfluxV1, kind: str, since_ms: int, until_ms: int,
                             progress(len(rows))
     except httpx.HTTPError as exc:
         raise HistoryError(f"InfluxDB unreachable at {influx.http.base_url}: {exc!r}", unreachable=True) from exc
+    if skipped:
+        log.warning("%s history: %d values that are not numbers skipped (written by something other than "
+                    "this pipeline: InfluxDB keeps a field's type per shard, so they can sit beside ours)",
+                    kind, skipped)
     if not names:
         return pd.DataFrame({c: [] for c in COLUMNS})
     return pd.DataFrame({
@@ -91,6 +106,13 @@ def influx_history(influx: InfluxV1, kind: str, since_ms: int, until_ms: int,
         "ts": np.concatenate(ts_parts),
         "value": np.concatenate(val_parts),
     })
+
+
+def _numbers_only(rows: list[list[object]]) -> tuple[np.ndarray, int]:
+    """(time, value) rows whose value is a number (or null), and how many were not."""
+    kept = [(row[0], np.nan if row[1] is None else row[1]) for row in rows
+            if row[1] is None or isinstance(row[1], int | float)]
+    return np.asarray(kept, np.float64).reshape(-1, 2), len(rows) - len(kept)
 
 
 def spool_history(batches: Iterable[bytes], since_ms: int) -> dict[str, pd.DataFrame]:

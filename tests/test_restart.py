@@ -362,6 +362,31 @@ def test_a_batch_both_stored_and_still_spooled_counts_once(servers: LocalServers
     assert engine.all_levels()[("rainstorm", gauge.id)] == Level.ORANGE
 
 
+def test_history_of_strings_does_not_stop_the_start(
+    servers: LocalServers, influx_db: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another writer's strings in a measurement of ours (InfluxDB keeps a field's type per
+    shard, and a query answers with the strings where no shard in its range holds numbers):
+    skipped and said, the other kinds rebuilt, the start goes on."""
+    sensors = SensorRegistry.load(sample_dir() / "sensors.yaml")
+    gauge, level = sensors.of_kind("rain")[0], sensors.of_kind("water_level")[0]
+    now = int(time.time() * 1000) // STEP * STEP
+    db = InfluxV1(servers.influx_url, influx_db)
+    db.create_database()
+    db.write(f'rain,community={gauge.community},district={gauge.district},sensor={gauge.id},'
+             f'street={gauge.street} value="calibrating" {now - STEP}\n'.encode())
+    db.write(f"water_level,community={level.community},district={level.district},sensor={level.id},"
+             f"street={level.street} value=1.5 {now - STEP}\n".encode())
+    engine = RuleEngine(load_rules(None), sensors)
+    try:
+        stats = rebuild(engine, db, now + 1, 26 * 3_600_000)
+    finally:
+        db.close()
+    assert stats.errors == [] and {"rain", "water_level"} <= stats.rebuilt
+    assert (stats.kinds["rain"], stats.kinds["water_level"]) == (0, 1)
+    assert "rain history: 1 values that are not numbers skipped" in caplog.text
+
+
 def test_reading_stored_but_never_evaluated_is_caught_on_start(
     servers: LocalServers, influx_db: str, hook: Hook, tmp_path: Path
 ) -> None:
