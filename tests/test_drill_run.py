@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
+from prometheus_client import REGISTRY
 
 from ews.config import ChannelConfig, Config, InfluxConfig, MqttConfig, NotifierConfig, RegistryConfig
 from ews.pipeline import Pipeline
@@ -173,19 +174,25 @@ def test_a_drill_neither_raises_nor_resolves_a_real_warning(
     def send(topic: str, ts: int, value: float) -> None:
         pub.publish(topic, orjson.dumps({"ts": ts, "value": value}), qos=1).wait_for_publish(5)
 
+    def lag_observations() -> float:
+        return REGISTRY.get_sample_value("ews_ingest_event_lag_seconds_count") or 0.0
+
     try:
         send(live, now - 60_000, 31.0)  # a real first alarm
         assert wait_for(lambda: len(pipeline.store.open_warnings()) == 1, 20)
         real = pipeline.store.open_warnings()[0]
+        live_lags = lag_observations()
         send(drill, now - 50_000, 60.0)  # the drill's second alarm on the same sensor
         send(drill, now - 40_000, 0.0)  # and the drill's all-clear
         assert wait_for(lambda: any(w["state"] == "resolved" for w in pipeline.drill_lane().store.warnings()), 20)
+        assert lag_observations() == live_lags  # a drill's readings do not count as late live ones
         (d,) = pipeline.drill_lane().store.warnings()
         assert d["drill"] and d["peak_level"] == 4 and d["subject"] == "GS-0025"
         (still,) = pipeline.store.open_warnings()
         assert (still["id"], still["level"], still["state"], still["drill"]) == (real["id"], 3, "open", False)
         send(live, now - 30_000, 0.0)  # the real all-clear resolves the real warning
         assert wait_for(lambda: pipeline.store.open_warnings() == [], 20)
+        assert lag_observations() > live_lags
         assert not any(r["payload"]["warning"]["drill"] for r in pipeline.store.outbox())
     finally:
         pub.loop_stop()
