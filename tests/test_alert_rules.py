@@ -6,6 +6,7 @@ hands them to a real Alertmanager on the duty engineer's route."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from ews.servers import (
     prometheus,
 )
 from ingest.collector import Collector
+from ingest.influx_v1 import InfluxV1
 from ingest.process import MessageProcessor
 from ingest.reasons import Reason
 from ingest.refusal import CAUSES
@@ -200,17 +202,18 @@ def test_pipeline_faults_reach_alertmanager_through_prometheus(
 ) -> None:
     influx_url = own_servers.influx_url
     rules_dir = tmp_path / "rules"
-    rules_dir.mkdir()
-    for f in DEFAULTS_DIR.glob("*.yaml"):
-        (rules_dir / f.name).write_bytes(f.read_bytes())
+    shutil.copytree(DEFAULTS_DIR, rules_dir)
     sensors = RegistryConfig.sample().load().sensors
     rain = sensors.of_kind("rain")[0]
     where = f"ews/{rain.district}/{rain.street}/{rain.community}/rain"
     # InfluxDB already holds `unregistered` readings with a string field: it refuses ours
-    httpx.post(f"{influx_url}/query", data={"q": 'CREATE DATABASE "alerts"'}).raise_for_status()
     now_ms = int(time.time() * 1000)
-    httpx.post(f"{influx_url}/write", params={"db": "alerts", "precision": "ms"},
-               content=f'unregistered,sensor=OLD value="n/a" {now_ms}'.encode()).raise_for_status()
+    db = InfluxV1(influx_url, "alerts")
+    try:
+        db.create_database()
+        db.write(f'unregistered,sensor=OLD value="n/a" {now_ms}\n'.encode())
+    finally:
+        db.close()
     cfg = tmp_path / "pipeline.yaml"
     cfg.write_text(yaml.safe_dump({
         "mqtt": {"port": own_servers.mqtt.port, "client_id": "alerts-pipeline", "subscriptions": ["ews/440106/#"]},
