@@ -22,6 +22,9 @@ from ingest.reasons import Reason, Rejected
 # Epoch numbers below this are seconds, above it milliseconds (1e11 s is the year 5138,
 # 1e11 ms is 1973): a sensor clock can be wrong, but never that wrong in both units.
 SECONDS_BELOW = 100_000_000_000
+# Epoch milliseconds at or above this are refused as no time at all: the bound keeps every
+# accepted time inside an int64 column (2**62 ms is 146 million years away)
+TS_MS_BELOW = 1 << 62
 # JSON has no NaN or Infinity; senders that write them anyway get a precise reason
 _NON_FINITE = re.compile(rb"[:\[,]\s*-?(?:NaN|Infinity)\s*[,\]}]")
 
@@ -58,8 +61,10 @@ def parse_ts(raw: Any) -> int:
     if isinstance(raw, bool) or raw is None:
         raise Rejected(Reason.BAD_TIMESTAMP, f"ts must be epoch seconds/milliseconds or RFC 3339, got {raw!r}")
     if isinstance(raw, int | float):
-        if not math.isfinite(raw) or raw <= 0:
+        if not math.isfinite(raw) or raw < 0.001:  # 0.0004 s would round to 0 ms
             raise Rejected(Reason.BAD_TIMESTAMP, f"ts {raw!r} is not a positive epoch time")
+        if raw >= TS_MS_BELOW:
+            raise Rejected(Reason.BAD_TIMESTAMP, f"ts {raw!r} is too large for epoch seconds or milliseconds")
         return round(raw * 1000) if raw < SECONDS_BELOW else int(raw)
     if isinstance(raw, str):
         try:
@@ -68,7 +73,10 @@ def parse_ts(raw: Any) -> int:
             raise Rejected(Reason.BAD_TIMESTAMP, f"ts {raw[:40]!r} is not RFC 3339") from None
         if dt.tzinfo is None:
             raise Rejected(Reason.BAD_TIMESTAMP, f"ts {raw[:40]!r} has no UTC offset")
-        return round(dt.timestamp() * 1000)
+        ms = round(dt.timestamp() * 1000)
+        if ms <= 0:  # as for numbers: a clock never set (and InfluxDB holds nothing before 1677)
+            raise Rejected(Reason.BAD_TIMESTAMP, f"ts {raw[:40]!r} is not after 1970-01-01T00:00:00Z")
+        return ms
     raise Rejected(Reason.BAD_TIMESTAMP, f"ts has type {type(raw).__name__}")
 
 
@@ -128,7 +136,7 @@ def simple_reading(doc: Any, unit: str) -> tuple[int, float] | None:
         return None
     t = doc.get("ts")
     v = doc.get("value")
-    if t.__class__ is not int or v.__class__ not in _NUMBER or t <= 0:
+    if t.__class__ is not int or v.__class__ not in _NUMBER or not 0 < t < TS_MS_BELOW:
         return None
     if len(doc) == 3 and doc.get("unit") != unit:
         return None
@@ -142,7 +150,7 @@ def simple_item(doc: Any) -> tuple[str, int, float] | None:
     s = doc.get("sensor")
     t = doc.get("ts")
     v = doc.get("value")
-    if s.__class__ is not str or t.__class__ is not int or v.__class__ not in _NUMBER or t <= 0:
+    if s.__class__ is not str or t.__class__ is not int or v.__class__ not in _NUMBER or not 0 < t < TS_MS_BELOW:
         return None
     return s, t, v
 
@@ -159,7 +167,7 @@ def batch_items(doc: Any) -> list[Any]:
 
 class _Item(msgspec.Struct, forbid_unknown_fields=True, gc=False):  # holds no containers: no cycles
     sensor: str
-    ts: Annotated[int, msgspec.Meta(gt=0, lt=1 << 62)]  # epoch s or ms that fits an int64
+    ts: Annotated[int, msgspec.Meta(gt=0, lt=TS_MS_BELOW)]  # epoch s or ms
     value: float
 
 

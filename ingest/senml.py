@@ -4,7 +4,8 @@ A pack is a JSON array of records. Base fields (bn, bt, bu, bv, bver) apply to t
 that carries them and to every later one until redefined; a record's name is bn + n, its time
 bt + t in seconds, its unit u or else bu, its value bv + v (or vb: true = 1, false = 0, for
 alarm flags). A resolved time below 2**28 s is relative to the moment of receipt (RFC 8428
-§4.5.3), at or above it is absolute (epoch seconds).
+§4.5.3), at or above it is absolute (epoch seconds). A field set to null counts as absent, as in
+the native format (RFC 8428 has no null; some gateways write one for a field they lack).
 
 Naming (our convention, documented in docs/decisions.md): the resolved name, after an optional
 `urn:dev:<scheme>:` prefix, is `{sensor_id}` or `{sensor_id}:{measure}`, where measure is
@@ -21,6 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ingest.decode import TS_MS_BELOW
 from ingest.reasons import Reason, Rejected
 
 SENML_KEYS = frozenset({"bn", "bt", "bu", "bv", "bs", "bver", "n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"})
@@ -93,6 +95,8 @@ class SenmlPack:
     def _resolve(i: int, rec: Any, base: dict[str, Any], now_ms: int) -> SenmlRecord:
         if not isinstance(rec, dict):
             raise Rejected(Reason.SENML_BAD_RECORD, f"record must be a JSON object, got {type(rec).__name__}")
+        if None in rec.values():
+            rec = {k: v for k, v in rec.items() if v is not None}
         # base fields take effect before the record's own fields are read (RFC 8428 §4.1)
         bver = rec.get("bver")
         if bver is not None and (not isinstance(bver, int) or isinstance(bver, bool) or bver > SUPPORTED_VERSION):
@@ -118,9 +122,10 @@ class SenmlPack:
             raise Rejected(Reason.SENML_UNSUPPORTED, "only numeric (v) and boolean (vb) values are stored")
         else:
             raise Rejected(Reason.SENML_NO_VALUE, "record has no value (v or vb)")
-        ts_ms = round((t if t >= RELATIVE_BELOW_S else now_ms / 1000 + t) * 1000)
-        if ts_ms <= 0:
-            raise Rejected(Reason.BAD_TIMESTAMP, f"time {t!r} s resolves before the epoch")
+        ms = (t if t >= RELATIVE_BELOW_S else now_ms / 1000 + t) * 1000
+        if not 1 <= ms < TS_MS_BELOW:  # bt + t can even add up to inf
+            raise Rejected(Reason.BAD_TIMESTAMP, f"time {t!r} s resolves before the epoch or beyond any time")
+        ts_ms = round(ms)
         if name:
             sensor, measure = split_name(name)
             return SenmlRecord(i, sensor, measure, ts_ms, value, unit)

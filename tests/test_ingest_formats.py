@@ -113,6 +113,9 @@ SENML_BAD: list[tuple[str, str, list[object], Reason]] = [
     ("health without reading", T_RG, [{"n": "RG-A1:battery", "v": 80}], Reason.SENML_NO_READING),
     ("sensor outside the gateway", GW, [{"n": "GS-B1", "v": 1.0}], Reason.REGION_MISMATCH),
     ("wrong unit", T_RG, [{"n": "RG-A1", "v": 1.0, "u": "Cel"}], Reason.UNIT_MISMATCH),
+    ("null value", T_RG, [{"n": "RG-A1", "v": None}], Reason.SENML_NO_VALUE),
+    ("time beyond a float", T_RG, [{"bt": 1e308, "t": 1e308, "v": 1.0}], Reason.BAD_TIMESTAMP),
+    ("time beyond an int64", T_RG, [{"bt": 1e300, "v": 1.0}], Reason.BAD_TIMESTAMP),
 ]
 
 
@@ -121,6 +124,15 @@ def test_senml_rejections(proc: MessageProcessor, name: str, topic: str, pack: l
     out = proc.process([(topic, orjson.dumps(pack))], now_ms=NOW)
     assert reasons(out)[-1] == reason, name
     assert all(r.detail.startswith("record ") for r in out.rejections)
+
+
+def test_senml_null_fields_count_as_absent(proc: MessageProcessor) -> None:
+    """RFC 8428 has no null; a gateway writing one for a field it lacks gets the field's
+    default, as in the native format, not an error about something else."""
+    pack = [{"bn": "RG-A1", "bt": NOW / 1000, "bu": None, "v": 1.0}, {"bn": None, "n": None, "t": 60, "v": 2.0}]
+    out = proc.process([(T_RG, orjson.dumps(pack))], now_ms=NOW + 200_000)
+    assert out.rejections == []
+    assert out.ts_ms.tolist() == [NOW, NOW + 60_000] and out.value.tolist() == [1.0, 2.0]
 
 
 def test_senml_bad_record_leaves_its_neighbours(proc: MessageProcessor) -> None:
