@@ -20,6 +20,9 @@ from rules.model import ANY_KIND, FaultIn, FaultSpec, Forecast, RuleIn, RuleSpec
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FACTOR_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*x\s*$")
 VALUE = "value"
+# A month: longer than any hazard window in use (rainfall totals to 72 h, 10-day flood-season
+# sums), short enough that a typo like `999h` cannot ask for tens of gigabytes of window slots
+MAX_DURATION_MS = 31 * 86_400_000
 
 
 class _Report:
@@ -36,10 +39,15 @@ class _Report:
         if raw is None:
             return default
         try:
-            return parse_duration_ms(raw)
+            ms = parse_duration_ms(raw)
         except ValueError as exc:
             self(loc, str(exc))
             return default
+        if ms > MAX_DURATION_MS:
+            self(loc, f"{raw!r} is longer than {MAX_DURATION_MS // 86_400_000}d, the most a rule's time may be: "
+                      "windows keep their readings in memory, and every start reads the longest back from InfluxDB")
+            return default
+        return ms
 
 
 def _level(name: str) -> Level | None:

@@ -10,6 +10,7 @@ operation: ``"$warning_level"``, ``"$warning_level - 0.3"``, ``"$warning_level +
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -24,6 +25,8 @@ def parse_duration_ms(text: str | float | int) -> int:
     if isinstance(text, bool):
         raise ValueError("a duration is a number of seconds or text like 90s, 15m, 3h, 1d")
     if isinstance(text, int | float):
+        if not math.isfinite(text):
+            raise ValueError("a duration must be a finite number of seconds")
         if text < 0:
             raise ValueError("a duration must not be negative")
         return round(text * 1000)
@@ -38,6 +41,8 @@ def parse_duration_ms(text: str | float | int) -> int:
         raise ValueError(
             f"cannot read duration {text!r}; use seconds or text like 90s, 15m, 3h, 1d, 1h30m"
         )
+    if not math.isfinite(total):
+        raise ValueError(f"duration {text[:40]!r} is too long to count")
     return round(total)
 
 

@@ -123,6 +123,9 @@ def test_folder_merges_files_and_rejects_duplicate_ids(tmp_path: Path) -> None:
          "required"),
         # a bad hold duration, line 13
         (GOOD + "    hold: soon\n", 13, "hold", "cannot read duration"),
+        # durations no engine could hold: infinite, and a window of 999 hours, lines 13 and 8
+        (GOOD + "    hold: .inf\n", 13, "hold", "finite"),
+        (GOOD.replace("rain_6h: 6h}", "rain_6h: 999h}"), 8, "rain_6h", "longer than 31d"),
         # a bad threshold expression, line 11
         (GOOD.replace("orange: {rain_3h: 50}", 'orange: {rain_3h: "$x ** 2"}'), 11, "orange",
          "cannot read threshold"),
@@ -200,7 +203,7 @@ def test_durations_and_expressions() -> None:
     assert parse_duration_ms("3h") == 10_800_000
     assert parse_duration_ms("1h30m") == 5_400_000
     assert parse_duration_ms(45) == 45_000
-    for bad in ("3 hours", "h3", "", "-5s"):
+    for bad in ("3 hours", "h3", "", "-5s", float("inf"), float("nan"), "9" * 400 + "h"):
         with pytest.raises(ValueError):
             parse_duration_ms(bad)
     params = {"warning_level": 4.0}
