@@ -24,6 +24,8 @@ from ews.sensors import Sensor, SensorRegistry
 from ingest.lineproto import LineBuilder, unregistered_lines
 from ingest.process import MessageProcessor, Outcome
 
+from .mutation import mutate
+
 NOW = 1_764_300_000_000
 EDGES: list[Any] = [
     0, -1, 1, 2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, -(2**63), 1e300, -1e300, 5e-324, -0.0, 0.5,
@@ -68,34 +70,6 @@ class Mutator:
             (t, [{"t": -3, "v": 1.0}, {"t": 0, "vb": True}]),
         ])
 
-    def doc(self, d: Any) -> Any:
-        rng, r = self.rng, self.rng.random()
-        if isinstance(d, dict) and d:
-            d = dict(d)
-            k = rng.choice(list(d))
-            if r < 0.15:
-                del d[k]
-            elif r < 0.25:
-                d[rng.choice(KEYS)] = rng.choice(EDGES)
-            elif r < 0.7:
-                d[k] = rng.choice(EDGES)
-            else:
-                d[k] = self.doc(d[k])
-            return d
-        if isinstance(d, list) and d:
-            d = list(d)
-            i = rng.randrange(len(d))
-            if r < 0.15:
-                del d[i]
-            elif r < 0.3:
-                d.insert(i, rng.choice(EDGES))
-            elif r < 0.4:
-                d = d * rng.randint(2, 50)
-            else:
-                d[i] = self.doc(d[i])
-            return d
-        return rng.choice(EDGES)
-
     def bytes(self, raw: bytes) -> bytes:
         rng, b = self.rng, bytearray(raw)
         for _ in range(rng.randint(1, 4)):
@@ -128,7 +102,7 @@ class Mutator:
             topic, doc = self.valid()
             r = self.rng.random()
             if r < 0.5:
-                payload = orjson.dumps(self.doc(doc))
+                payload = orjson.dumps(mutate(self.rng, doc, EDGES, KEYS))
             elif r < 0.8:
                 payload = self.bytes(orjson.dumps(doc))
             else:
