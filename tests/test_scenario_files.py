@@ -114,6 +114,21 @@ def test_errors_name_file_line_and_field(tmp_path: Path, sample: SensorRegistry)
     assert any(f"{bad}:8:" in x and "440106077" in x for x in lines)
 
 
+@pytest.mark.parametrize(("text", "line", "field", "reason"), [
+    ("name: long\nduration: 999999h\n", 2, "duration", "at most 31d"),  # no 218 PiB of ticks
+    ("name: seed\nduration: 2h\nseed: -1\n", 3, "seed", "greater than or equal to 0"),
+    ("name: t\nduration: 2h\nmodels:\n  - type: {a: 1}\n", 4, "models[0].type", "type must be one of"),
+])
+def test_values_no_simulation_can_take_are_refused_at_their_line(
+        tmp_path: Path, text: str, line: int, field: str, reason: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_scenario(bad)
+    assert any(str(p).startswith(f"{bad}:{line}: {field}:") and reason in str(p) for p in info.value.problems), \
+        info.value.problems
+
+
 def test_unknown_scenario_name_lists_the_shipped_ones() -> None:
     with pytest.raises(ConfigError, match="typhoon"):
         load_scenario("monsoon")
