@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+from ews import argtypes
 from ews.statelock import FolderInUse
 from ews.yamlfile import ConfigError
 
@@ -181,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the pipeline until SIGINT/SIGTERM")
     run.add_argument("--config", required=True, type=Path)
-    run.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on PORT (0: not at all)")
+    run.add_argument("--metrics-port", type=argtypes.port, default=0,
+                     help="serve Prometheus metrics on PORT (0: not at all)")
     run.add_argument("--metrics-host", default="127.0.0.1",
                      help="address to serve them on; 0.0.0.0 in a container, where Prometheus scrapes its address")
     run.set_defaults(fn=cmd_run)
@@ -207,9 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--from", dest="since", help="start of the history (epoch ms or ISO time; Beijing if naive)")
     bt.add_argument("--to", help="end of the history (default: now, with --influx)")
     bt.add_argument("--events", type=Path, help="recorded events (CSV or YAML: sensor or region, level, start, end)")
-    bt.add_argument("--max-lead", default="3h", help="how early a warning may come and still count (default 3h)")
+    bt.add_argument("--max-lead", type=argtypes.duration_ms, default="3h",
+                    help="how early a warning may come and still count (default 3h)")
     bt.add_argument("--rule", action="append", help="score only this rule (repeatable; default: every hazard rule)")
-    bt.add_argument("--min-accuracy", type=float, help="exit 1 when the accuracy is below this (0..1)")
+    bt.add_argument("--min-accuracy", type=argtypes.fraction, help="exit 1 when the accuracy is below this (0..1)")
     bt.add_argument("--plot", type=Path, help="write a timeline PNG here")
     bt.add_argument("--changes-csv", type=Path, help="write every level change to this CSV")
     bt.add_argument("--all", action="store_true", help="print every level change")
@@ -219,9 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("scenario", help="a scenario YAML file, or a shipped one: rainstorm, typhoon, river_flood, "
                      "gas_leak, fire, faulty_network, quiet_day")
     sim.add_argument("--config", required=True, type=Path, help="broker, registries and rules come from here")
-    sim.add_argument("--speed", type=float, help="event seconds per wall second (default: the file's)")
-    sim.add_argument("--hours", type=float, help="event-time length (default: the file's)")
-    sim.add_argument("--seed", type=int, help="default: the file's")
+    sim.add_argument("--speed", type=argtypes.speed, help="event seconds per wall second (default: the file's)")
+    sim.add_argument("--hours", type=argtypes.positive, help="event-time length (default: the file's)")
+    sim.add_argument("--seed", type=argtypes.whole, help="default: the file's")
     sim.add_argument("--batch", action="store_true", help="publish per-street gateway batches")
     sim.add_argument("--drill", action=argparse.BooleanOptionalAction, default=None,
                      help="publish as a drill (演练) or not (default: the file's)")
@@ -236,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "e.g. 2020-05-22T00:00:00+08:00/2020-05-22T12:00:00+08:00")
     rep.add_argument("--database", help="InfluxDB database to read (default: the configuration's)")
     rep.add_argument("--sensors", help="comma-separated sensor ids or region codes to replay (default: all)")
-    rep.add_argument("--speed", type=float, default=60.0, help="event seconds per wall second")
+    rep.add_argument("--speed", type=argtypes.speed, default=60.0, help="event seconds per wall second")
     rep.add_argument("--keep-time", action="store_true", help="keep the recorded timestamps (default: shift "
                      "them so the event ends now)")
     rep.add_argument("--live", action="store_true", help="publish as live readings, not as a drill "
@@ -246,17 +249,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     lt = sub.add_parser("loadtest", help="drive the pipeline with N sensors at R readings/s; report loss and latency")
     lt.add_argument("--config", required=True, type=Path, help="broker and InfluxDB (and, with --pid, registries)")
-    lt.add_argument("--sensors", type=int, default=1000, help="sensors publishing (generated, or from the registry)")
-    lt.add_argument("--rate", type=float, default=2000.0, help="readings per second")
-    lt.add_argument("--duration", type=float, default=10.0, help="seconds per run (per step when stepped)")
-    lt.add_argument("--processes", type=int, default=0, help="publisher processes (0: one per 15,000 readings/s)")
-    lt.add_argument("--pid", type=int, help="attach to a running pipeline (its registry is in --config) "
+    lt.add_argument("--sensors", type=argtypes.count, default=1000,
+                    help="sensors publishing (generated, or from the registry)")
+    lt.add_argument("--rate", type=argtypes.positive, default=2000.0, help="readings per second")
+    lt.add_argument("--duration", type=argtypes.positive, default=10.0, help="seconds per run (per step when stepped)")
+    lt.add_argument("--processes", type=argtypes.whole, default=0,
+                    help="publisher processes (0: one per 15,000 readings/s)")
+    lt.add_argument("--pid", type=argtypes.count, help="attach to a running pipeline (its registry is in --config) "
                     "instead of starting one")
     lt.add_argument("--stepped", action="store_true", help="raise the rate step by step until loss or "
                     "latency breaks a limit; report the highest sustainable rate")
-    lt.add_argument("--step", type=float, default=0.0, help="rate added per step (0: double each step)")
-    lt.add_argument("--max-rate", type=float, default=200_000.0)
-    lt.add_argument("--max-p99-ms", type=float, default=1000.0, help="stepped mode: latency limit")
+    lt.add_argument("--step", type=argtypes.non_negative, default=0.0, help="rate added per step (0: double each step)")
+    lt.add_argument("--max-rate", type=argtypes.positive, default=200_000.0)
+    lt.add_argument("--max-p99-ms", type=argtypes.positive, default=1000.0, help="stepped mode: latency limit")
     lt.add_argument("--out", type=Path, default=Path("loadtest-out"), help="folder for the summary JSON and PNG plots")
     lt.set_defaults(fn=cmd_loadtest)
 
@@ -298,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     silence.add_argument("--rule", help="a rule id")
     silence.add_argument("--start", help="'2024-07-01 08:00' (Beijing; default: now)")
     silence.add_argument("--end", help="'2024-07-01 18:00' (Beijing)")
-    silence.add_argument("--hours", type=float, help="instead of --end: this many hours after the start")
+    silence.add_argument("--hours", type=argtypes.positive, help="instead of --end: this many hours after the start")
     silence.add_argument("--author", help="who asks (add, cancel)")
     silence.add_argument("--reason", help="why (add)")
     silence.add_argument("--all", action="store_true", help="list: also ended and cancelled ones")
@@ -313,8 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     tok.set_defaults(fn=cmd_api_token)
 
     demo = sub.add_parser("demo", help="a simulated rainstorm over the sample district, end to end")
-    demo.add_argument("--speed", type=float, default=360.0, help="event seconds per wall second")
-    demo.add_argument("--seed", type=int, default=522)
+    demo.add_argument("--speed", type=argtypes.speed, default=360.0, help="event seconds per wall second")
+    demo.add_argument("--seed", type=argtypes.whole, default=522)
     demo.add_argument("--state-dir", type=Path, default=Path(".state/demo"))
     demo.add_argument("--keep", action="store_true", help="leave the servers running at the end")
     demo.set_defaults(fn=cmd_demo)

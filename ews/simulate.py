@@ -21,9 +21,10 @@ from rich.table import Table
 
 from ews.config import Config, load_config, secret
 from ews.sensors import SensorRegistry
+from ews.yamlfile import ConfigError, Problem
 from simulators.compose import Run, run
 from simulators.publisher import publish_stream, tls_hook
-from simulators.scenario import Scenario, load_scenario
+from simulators.scenario import MAX_DURATION_MS, Scenario, load_scenario
 
 BEIJING_FMT = "%Y-%m-%d %H:%M"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -40,7 +41,12 @@ def _overrides(sc: Scenario, args: argparse.Namespace) -> Scenario:
     if args.drill is not None:
         update["drill"] = args.drill
     if args.hours is not None:
-        update["duration"] = int(args.hours * 3_600_000) // sc.tick * sc.tick
+        duration = int(args.hours * 3_600_000) // sc.tick * sc.tick
+        if not sc.tick <= duration <= MAX_DURATION_MS:  # what the file's own duration must meet
+            raise ConfigError([Problem("command line", None, "--hours", (
+                f"{args.hours:g} h gives {duration // 60_000} min; a scenario lasts from one tick "
+                f"({sc.tick // 60_000} min) to {MAX_DURATION_MS // 3_600_000} h"))])
+        update["duration"] = duration
     return sc.model_copy(update=update) if update else sc
 
 

@@ -14,7 +14,6 @@ from ews.config import Config, load_config, sample_dir
 from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
 from rules.engine import RuleEngine
-from rules.expr import parse_duration_ms
 from rules.loader import load_rules
 from rules.model import RuleSet
 from rules.profiles import active_profiles, beijing_today
@@ -156,7 +155,7 @@ def backtest(args: argparse.Namespace) -> int:
         console.print(f"level changes written to {args.changes_csv}")
     status = 0
     if events:
-        s = add_score(result, events, parse_duration_ms(args.max_lead), set(args.rule) if args.rule else None,
+        s = add_score(result, events, args.max_lead, set(args.rule) if args.rule else None,
                       sensors)
         print_score(console, s)
         if args.min_accuracy is not None and s.accuracy < args.min_accuracy:

@@ -160,7 +160,8 @@ def parse_ts(col: pd.Series, where: str) -> np.ndarray:
                 t = t.dt.tz_localize("Asia/Shanghai")
             out[mask.to_numpy()] = t.dt.tz_convert("UTC").dt.as_unit("ms").astype("int64").to_numpy()
     except (ValueError, TypeError) as exc:
-        raise HistoryError(f"{where}: cannot read times (use epoch ms or ISO 8601): {exc}") from exc
+        first = str(exc).split(". You might", 1)[0]  # pandas goes on with advice about its own arguments
+        raise HistoryError(f"{where}: cannot read times (use epoch ms or ISO 8601): {first}") from exc
     return out
 
 

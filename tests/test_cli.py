@@ -82,6 +82,39 @@ def test_run_with_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "registries.sensors" in capsys.readouterr().err
 
 
+SAMPLE_CONFIG = str(REPO / "ews" / "sample" / "config.yaml")
+
+
+@pytest.mark.parametrize(("argv", "option"), [
+    (["simulate", "rainstorm", "--speed", "0"], "--speed"),
+    (["simulate", "rainstorm", "--speed", "nan"], "--speed"),
+    (["simulate", "rainstorm", "--seed", "-1"], "--seed"),  # numpy refused it, deep in the models
+    (["simulate", "rainstorm", "--hours", "inf"], "--hours"),  # an OverflowError traceback
+    (["simulate", "rainstorm", "--hours", "x"], "--hours"),
+    (["replay", "x.csv", "--speed", "-1"], "--speed"),
+    (["loadtest", "--sensors", "0"], "--sensors"),
+    (["loadtest", "--rate", "-5"], "--rate"),
+    (["loadtest", "--duration", "0"], "--duration"),
+    (["backtest", "--min-accuracy", "1.5"], "--min-accuracy"),
+    (["backtest", "--max-lead", "soon"], "--max-lead"),
+    (["run", "--metrics-port", "70000"], "--metrics-port"),
+    (["demo", "--seed", "1.5"], "--seed"),
+])
+def test_numbers_no_command_can_use_are_refused_by_option(
+        argv: list[str], option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--config", SAMPLE_CONFIG])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: " in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("hours", ["0.01", "1e9"])  # no tick at all; 89 GiB of ticks
+def test_simulate_hours_outside_a_scenario_s_bounds_are_refused(hours: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "rainstorm", "--dry-run", "--config", SAMPLE_CONFIG, "--hours", hours]) == 2
+    assert "--hours" in capsys.readouterr().err
+
+
 def test_run_with_its_metrics_port_taken_says_so_and_exits_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
