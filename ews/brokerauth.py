@@ -14,22 +14,27 @@ import os
 import secrets
 import subprocess
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ews.sensors import NAME_PATTERN
 from ews.yamlfile import load_model
 
 Role = Literal["pipeline", "gateway", "consumer"]
 
 
+# Ids become ACL lines and topic levels: one level, no wildcard, no line break
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
 class BrokerClient(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="MQTT username")
+    id: Name = Field(description="MQTT username")
     role: Role
     # gateway: the subtree it may publish under; consumer: the subtree whose warnings it reads
     region: str | None = None
-    devices: list[str] = Field(default_factory=list, description="device ids whose commands it reads")
+    devices: list[Name] = Field(default_factory=list, description="device ids whose commands it reads")
 
     @field_validator("region")
     @classmethod
@@ -38,10 +43,27 @@ class BrokerClient(BaseModel):
             raise ValueError("region must be a 6, 9 or 12-digit region code")
         return v
 
+    @model_validator(mode="after")
+    def _gateway_region(self) -> BrokerClient:
+        if self.role == "gateway" and self.region is None:
+            raise ValueError("a gateway needs the region it publishes under")
+        return self
+
 
 class BrokerClientsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     clients: list[BrokerClient]
+
+    @field_validator("clients")
+    @classmethod
+    def _unique(cls, v: list[BrokerClient]) -> list[BrokerClient]:
+        # one user, two password lines and two ACL blocks: the broker would take one or merge them
+        seen: set[str] = set()
+        for c in v:
+            if c.id in seen:
+                raise ValueError(f"client {c.id} appears twice")
+            seen.add(c.id)
+        return v
 
 
 def region_path(code: str) -> str:

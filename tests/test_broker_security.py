@@ -14,6 +14,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from ews.brokerauth import BrokerClient, acl_lines, password_hash, provision, region_path
 from ews.servers import ManagedServer, dev_certificates_dir, mosquitto_secure
+from ews.yamlfile import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENTS = REPO / "ews" / "sample" / "broker-clients.yaml"
@@ -27,6 +28,25 @@ def test_region_path_and_acl() -> None:
     assert acl_lines(gw) == ["user GW-1", "topic write ews/440106/440106004/#"]
     with pytest.raises(ValueError):
         BrokerClient(id="GW-2", role="gateway", region="44010")
+
+
+@pytest.mark.parametrize(("clients", "line", "field", "reason"), [
+    # a device id is an ACL line's topic level: a line break would add a line of its own
+    ('  - {id: disp, role: consumer, devices: ["x\\ntopic write ews/#"]}\n', 2, "clients[0].devices[0]", "pattern"),
+    ('  - {id: disp, role: consumer, devices: ["#"]}\n', 2, "clients[0].devices[0]", "pattern"),  # every device
+    ("  - {id: GW-1, role: gateway, region: '440106001'}\n  - {id: GW-1, role: pipeline}\n", 1, "clients",
+     "GW-1 appears twice"),
+    ("  - {id: GW-1, role: gateway}\n", 2, "clients[0]", "needs the region"),  # was a traceback
+])
+def test_client_files_that_would_grant_more_than_they_say_are_refused(
+        tmp_path: Path, clients: str, line: int, field: str, reason: str) -> None:
+    f = tmp_path / "clients.yaml"
+    f.write_text("clients:\n" + clients)
+    with pytest.raises(ConfigError) as info:
+        provision(f, tmp_path / "out")
+    assert any(str(p).startswith(f"{f}:{line}: {field}: ") and reason in p.reason for p in info.value.problems), \
+        info.value.problems
+    assert not (tmp_path / "out").exists()
 
 
 def test_password_hash_format() -> None:
