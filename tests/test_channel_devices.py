@@ -11,13 +11,14 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
+from pydantic import ValidationError
 
 from ews.config import ChannelConfig, sample_dir
 from ews.levels import Level
 from ews.regions import RegionRegistry
 from ews.servers import LocalServers
 from notifiers.channels import build_channel
-from notifiers.channels.device_registry import DeviceFile, DeviceRegistry
+from notifiers.channels.device_registry import Device, DeviceFile, DeviceRegistry
 from notifiers.channels.devices import DeviceChannel
 from tests.channel_receivers import make_note
 
@@ -151,3 +152,12 @@ def test_broker_down_is_retryable(mini_regions: RegionRegistry) -> None:
         ch.send(make_note(mini_regions, level=Level.RED))
     ch.close()
     assert err.value.retryable is True
+
+
+@pytest.mark.parametrize(("field", "value"), [("id", "LED-1\n"), ("serves", ["440106\n"])])
+def test_device_ids_and_codes_ending_in_a_newline_are_refused(field: str, value: object) -> None:
+    """`$` also matches before a final newline: the id would put one into the device's topic,
+    the code would serve no community at all."""
+    doc = {"id": "LED-1", "name": "路口屏", "profile": "led", "serves": ["440106"], field: value}
+    with pytest.raises(ValidationError):
+        Device.model_validate(doc)

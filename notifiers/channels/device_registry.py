@@ -59,7 +59,7 @@ class Device(_Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not _DEVICE_ID.match(v):
+        if not _DEVICE_ID.fullmatch(v):
             raise ValueError("a device id is 1-64 letters, digits, '.', '_' or '-' (it is a topic level)")
         return v
 
@@ -67,7 +67,7 @@ class Device(_Strict):
     @classmethod
     def _codes(cls, v: list[str]) -> list[str]:
         for code in v:
-            if not _CODE.match(code):
+            if not _CODE.fullmatch(code):
                 raise ValueError(f"{code!r} is not a 6, 9 or 12-digit region code")
         return v
 
