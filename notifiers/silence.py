@@ -50,7 +50,7 @@ class SilenceRequest(BaseModel):
     def _shape(self) -> SilenceRequest:
         if self.region is None and self.sensor is None and self.rule is None:
             raise ValueError("a silence names a region, a sensor or a rule (or several)")
-        if self.region is not None and not _REGION_RE.match(self.region):
+        if self.region is not None and not _REGION_RE.fullmatch(self.region):
             raise ValueError(f"region {self.region!r} is not a 6, 9 or 12 digit code")
         if self.starts_ts_ms is not None and self.ends_ts_ms <= self.starts_ts_ms:
             raise ValueError("a silence ends after it starts")

@@ -43,7 +43,7 @@ def selector(spec: str | None, registry: SensorRegistry) -> set[int] | None:
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         if part in registry:
             out.add(registry.index[part])
-        elif _REGION.match(part):
+        elif _REGION.fullmatch(part):
             found = {i for i, s in enumerate(registry.sensors) if s.community.startswith(part)}
             if not found:
                 raise ConfigError([Problem("--sensors", None, part, "no registered sensor lies in this region")])

@@ -114,6 +114,8 @@ def test_bad_silences_are_refused_with_the_reason(
         svc.silences.add({"ends_ts_ms": T0 + 1, "author": "a", "reason": "r"})
     with pytest.raises(ValidationError, match="6, 9 or 12 digit"):
         svc.silences.add({"region": "4401", "ends_ts_ms": T0 + 1, "author": "a", "reason": "r"})
+    with pytest.raises(ValidationError, match="6, 9 or 12 digit"):  # not only up to a final newline
+        svc.silences.add({"region": "440106\n", "ends_ts_ms": T0 + 1, "author": "a", "reason": "r"})
     with pytest.raises(ValidationError, match="author"):
         svc.silences.add({"rule": "gas", "ends_ts_ms": T0 + 1, "author": "", "reason": "r"})
     with pytest.raises(SilenceError) as past:
