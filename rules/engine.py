@@ -5,7 +5,9 @@ sensors), the decoders of cumulative gauges, the reading-fault rules of the kind
 hazard rule one threshold detector whose columns are the rule's (measure, level) conditions.
 A batch is processed kind by kind in event-time rounds: round r holds the r-th reading (in ts
 order) of every sensor in the batch, so each reading is evaluated at its own timestamp and the
-result does not depend on how readings were split into batches. Work in a round is vectorised
+result does not depend on how readings were split into batches. Area rules count their regions
+after the rounds, in event time across sensors (`_flush_area`); the neighbour drift check alone
+reads other sensors round by round (docs/rules.md). Work in a round is vectorised
 over its sensors; Python loops run per round, per rule and per change. All measures of a kind
 (rolling sums, trends, forecasts) are computed once per round for the union of its rules.
 Many rounds at once (a backlog) are first offered to `rules/quiet.py`, which evaluates a
@@ -74,6 +76,9 @@ class RuleState:
     values: FloatArray = field(default_factory=lambda: np.empty((0, 0)))  # area: last values
     group_raw: Levels = field(default_factory=lambda: np.empty(0, np.int8))  # area: k-of-n level
     group_level: Levels = field(default_factory=lambda: np.empty(0, np.int8))  # area: reported
+    # area: (subjects, ts, raw before, raw after, values) of each round of the batch, aggregated
+    # in event-time order once the batch's rounds are done (_flush_area)
+    pending: list[tuple[IntArray, IntArray, Levels, Levels, FloatArray]] = field(default_factory=list)
 
     @property
     def spec_id(self) -> str:
@@ -233,10 +238,14 @@ class RuleEngine:
         present = np.flatnonzero(np.bincount(kind[kind >= 0], minlength=len(self._kinds)))
         for k in present:
             idx = np.flatnonzero(kind == k) if present.shape[0] > 1 or not (kind >= 0).all() else None
+            ks = self._kinds[int(k)]
             if idx is None:
-                self._process_kind(self._kinds[int(k)], sensor, ts, value, batch.drill, out)
+                self._process_kind(ks, sensor, ts, value, batch.drill, out)
             else:
-                self._process_kind(self._kinds[int(k)], sensor[idx], ts[idx], value[idx], batch.drill, out)
+                self._process_kind(ks, sensor[idx], ts[idx], value[idx], batch.drill, out)
+            for rs in ks.rules:
+                if rs.pending:
+                    self._flush_area(ks, rs, batch.drill, out)
         out.sort(key=lambda c: (c[0], c[1], c[2]))
         return [c[3] for c in out]
 
@@ -356,7 +365,7 @@ class RuleEngine:
         else:
             rs.raw[s] = raw_new
         if rs.area is not None:
-            self._area_round(ks, rs, s, t, raw_old, raw_new, vals, drill, out)
+            rs.pending.append((s, t, raw_old, raw_new.copy(), vals))  # raw_new may be rs.raw itself
             return
         shown_old = rs.level if fast else rs.level[s]
         shown = raw_new if rs.flap is None else rs.flap.report(s, t, raw_old, raw_new, shown_old)
@@ -369,6 +378,41 @@ class RuleEngine:
             rs.level = shown.copy() if shown is raw_new else shown
         else:
             rs.level[s] = shown
+
+    def _flush_area(self, ks: KindState, rs: RuleState, drill: bool, out: Out) -> None:
+        """Aggregate an area rule's sensor levels of a batch in event-time order.
+
+        Rounds take the r-th reading of every sensor, so in a batch of hours per sensor (a
+        backlog, a gateway's buffer) one round can pair one sensor's 06:00 with another's
+        09:00; counted round by round, a region would reach k of n at times its sensors never
+        shared. Here every sensor's level moves are replayed in time order across the region:
+        a region changes at the reading that makes or breaks its k, whatever the batching.
+        """
+        parts, rs.pending = rs.pending, []
+        if len(parts) == 1:
+            self._area_round(ks, rs, *parts[0], drill, out)
+            return
+        s, t, old, new = (np.concatenate([p[i] for p in parts]) for i in range(4))
+        vals = np.concatenate([p[4] for p in parts])
+        order = np.argsort(t, kind="stable")  # a sensor's own readings keep their order
+        s, t, old, new, vals = s[order], t[order], old[order], new[order], vals[order]
+        final = rs.raw
+        rs.raw = final.copy()
+        first = np.unique(s, return_index=True)[1]
+        rs.raw[s[first]] = old[first]  # each sensor as it was before the batch
+        # stop at every time a level moves (every reading's time where flapping is judged)
+        stops = t if rs.flap is not None else t[new != old]
+        ends = np.searchsorted(t, np.unique(stops), side="right").tolist()
+        if not ends or ends[-1] != t.shape[0]:
+            ends.append(t.shape[0])
+        a = 0
+        for b in ends:
+            cs, ct, cn = s[a:b], t[a:b], new[a:b]
+            last = cs.shape[0] - 1 - np.unique(cs[::-1], return_index=True)[1]  # each sensor's newest
+            rs.raw[cs[last]] = cn[last]
+            self._area_round(ks, rs, cs, ct, old[a:b], cn, vals[a:b], drill, out)
+            a = b
+        rs.raw = final
 
     def _area_round(self, ks: KindState, rs: RuleState, s: IntArray, t: IntArray, raw_old: Levels,
                     raw_new: Levels, vals: FloatArray, drill: bool, out: Out) -> None:
