@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from rules.expr import parse_duration_ms
 
@@ -78,3 +80,13 @@ def duration_ms(text: str) -> int:
         return parse_duration_ms(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def beijing_ms(text: str) -> int:
+    """'2024-07-01 08:00' (Beijing time unless an offset is given) -> epoch ms."""
+    try:
+        d = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time like '2024-07-01 08:00' (Beijing) or ISO 8601 with an offset") from None
+    return int((d.replace(tzinfo=ZoneInfo("Asia/Shanghai")) if d.tzinfo is None else d).timestamp() * 1000)

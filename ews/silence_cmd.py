@@ -19,9 +19,9 @@ from notifiers.silence import SilenceError, Silences
 from notifiers.templates import BEIJING
 
 
-def _ms(text: str) -> int:
-    d = datetime.fromisoformat(text.strip())
-    return int((d.replace(tzinfo=BEIJING) if d.tzinfo is None else d).timestamp() * 1000)
+def _problems(exc: ValidationError) -> str:
+    """pydantic's errors as 'field: reason', without its URLs and input echoes."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'silence'}: {e['msg']}" for e in exc.errors())
 
 
 def _show(ms: int) -> str:
@@ -37,15 +37,15 @@ def run_silence(args: argparse.Namespace) -> int:
         silences = Silences(store, regions)
         try:
             if args.action == "add":
-                start = _ms(args.start) if args.start else int(time.time() * 1000)
-                if args.end:
-                    end = _ms(args.end)
+                start = args.start if args.start is not None else int(time.time() * 1000)
+                if args.end is not None:
+                    end = args.end
                 elif args.hours:
                     end = start + int(args.hours * 3_600_000)
                 else:
                     raise SilenceError("end", "give --end or --hours")
                 s = silences.add({"region": args.region, "sensor": args.sensor, "rule": args.rule,
-                                  "starts_ts_ms": start if args.start else None, "ends_ts_ms": end,
+                                  "starts_ts_ms": args.start, "ends_ts_ms": end,
                                   "author": args.author or "", "reason": args.reason or ""})
                 print(f"{s['id']}: {s['kind']} {_show(s['starts_ts_ms'])} – {_show(s['ends_ts_ms'])}")
             elif args.action == "cancel":
@@ -64,7 +64,10 @@ def run_silence(args: argparse.Namespace) -> int:
                     print(f"{s['id']}  {s['kind']:<11} {_show(s['starts_ts_ms'])} – {_show(s['ends_ts_ms'])}  "
                           f"{what}  by {s['author']}: {s['reason']}"
                           + (f"  (cancelled by {s['cancelled_by']})" if s["cancelled_by"] else ""))
-        except (SilenceError, ValidationError, ValueError) as exc:
+        except ValidationError as exc:
+            print(f"ews silence: {_problems(exc)}", file=sys.stderr)
+            return 2
+        except (SilenceError, ValueError) as exc:
             print(f"ews silence: {exc}", file=sys.stderr)
             return 2
     return 0

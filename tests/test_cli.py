@@ -99,6 +99,7 @@ SAMPLE_CONFIG = str(REPO / "ews" / "sample" / "config.yaml")
     (["backtest", "--max-lead", "soon"], "--max-lead"),
     (["run", "--metrics-port", "70000"], "--metrics-port"),
     (["demo", "--seed", "1.5"], "--seed"),
+    (["silence", "add", "--start", "yesterday"], "--start"),  # was the bare "Invalid isoformat string"
 ])
 def test_numbers_no_command_can_use_are_refused_by_option(
         argv: list[str], option: str, capsys: pytest.CaptureFixture[str]) -> None:

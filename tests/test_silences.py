@@ -155,3 +155,8 @@ def test_silence_command_add_list_cancel(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["silence", "add", "--config", str(cfg), "--rule", "gas", "--author", "a", "--reason", "r"]) == 2
     err = capsys.readouterr().err
     assert "not in the region registry" in err and "--end or --hours" in err
+    # a missing author is one line naming the field, not pydantic's report with its links
+    assert main(["silence", "add", "--config", str(cfg), "--rule", "gas", "--hours", "1", "--author", "",
+                 "--reason", "r"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ews silence: author: ") and err.count("\n") == 1 and "pydantic.dev" not in err
