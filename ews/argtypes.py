@@ -90,3 +90,11 @@ def beijing_ms(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a time like '2024-07-01 08:00' (Beijing) or ISO 8601 with an offset") from None
     return int((d.replace(tzinfo=ZoneInfo("Asia/Shanghai")) if d.tzinfo is None else d).timestamp() * 1000)
+
+
+def listen(text: str) -> str:
+    """host:port to serve on (host optional: 127.0.0.1)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be host:port with a port of 1-65535, got {text!r}")
+    return f"{host or '127.0.0.1'}:{int(port)}"

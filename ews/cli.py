@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     feed = sub.add_parser("cap-feed", help="serve the CAP Atom feed of a cap channel's message file")
     feed.add_argument("--db", required=True, type=Path, help="the cap channel's `db` file")
-    feed.add_argument("--listen", default="127.0.0.1:8090", help="host:port")
+    feed.add_argument("--listen", type=argtypes.listen, default="127.0.0.1:8090", help="host:port")
     feed.add_argument("--base-url", help="public address of the feed, used in its links")
     feed.set_defaults(fn=cmd_cap_feed)
 

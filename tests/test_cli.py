@@ -100,8 +100,9 @@ SAMPLE_CONFIG = str(REPO / "ews" / "sample" / "config.yaml")
     (["run", "--metrics-port", "70000"], "--metrics-port"),
     (["demo", "--seed", "1.5"], "--seed"),
     (["silence", "add", "--start", "yesterday"], "--start"),  # was the bare "Invalid isoformat string"
+    (["cap-feed", "--db", "x.db", "--listen", "127.0.0.1:99999"], "--listen"),  # was an OverflowError
 ])
-def test_numbers_no_command_can_use_are_refused_by_option(
+def test_values_no_command_can_use_are_refused_by_their_option(
         argv: list[str], option: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main([*argv, "--config", SAMPLE_CONFIG])
