@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 
@@ -36,3 +36,14 @@ def mutate(rng: random.Random, doc: Any, edges: Sequence[Any], keys: Sequence[st
             doc[i] = mutate(rng, doc[i], edges, keys)
         return doc
     return rng.choice(edges)
+
+
+def mutated_files(rng: random.Random, docs: Mapping[str, Any], edges: Sequence[Any], keys: Sequence[str],
+                  n: int) -> Iterator[tuple[int, str, Any]]:
+    """`n` times: (i, name, a copy of one of `docs` with one to three changes)."""
+    for i in range(n):
+        name = rng.choice(sorted(docs))
+        doc = docs[name]
+        for _ in range(rng.randint(1, 3)):
+            doc = mutate(rng, doc, edges, keys)
+        yield i, name, doc

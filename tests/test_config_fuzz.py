@@ -21,7 +21,7 @@ from ews.config import load_config, sample_dir
 from ews.pipeline import Pipeline
 from ews.yamlfile import ConfigError
 
-from .mutation import mutate
+from .mutation import mutated_files
 
 EDGES = [
     0, -1, 1, 0.5, 1e300, float("nan"), float("inf"), "", "x", "440106", "440106001", "440106001001", "44010600100",
@@ -39,14 +39,10 @@ def test_every_mutated_configuration_is_refused_by_file_or_builds(tmp_path: Path
     rng = random.Random(seed)
     docs = {f: yaml.safe_load((sample_dir() / f).read_text(encoding="utf-8")) for f in FILES}
     refused = built = 0
-    for n in range(40):
+    for n, name, doc in mutated_files(rng, docs, EDGES, KEYS, 40):
         folder = tmp_path / str(n)
         shutil.copytree(sample_dir(), folder)
         config = dict(docs["config.yaml"], state_dir=str(folder / "state"))
-        name = rng.choice(FILES)
-        doc = config if name == "config.yaml" else docs[name]
-        for _ in range(rng.randint(1, 3)):
-            doc = mutate(rng, doc, EDGES, KEYS)
         if name == "config.yaml" and isinstance(doc, dict) and "state_dir" in doc:
             doc["state_dir"] = str(folder / "state")  # never the sample's own state
         files = {"config.yaml": config, name: doc}

@@ -26,7 +26,7 @@ from rules.check import check_file
 from rules.engine import RuleEngine
 from rules.loader import DEFAULTS_DIR, load_rules
 
-from .mutation import mutate
+from .mutation import mutated_files
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = 1_764_300_000_000
@@ -62,11 +62,7 @@ def test_every_mutated_rule_file_is_refused_clearly_or_runs(tmp_path: Path, samp
     files = {p.name: yaml.safe_load(p.read_text(encoding="utf-8")) for p in sorted(DEFAULTS_DIR.glob("*.yaml"))}
     batch = _readings(sample, rng)
     refused = ran = 0
-    for n in range(300):
-        name = rng.choice(sorted(files))
-        doc = files[name]
-        for _ in range(rng.randint(1, 3)):
-            doc = mutate(rng, doc, EDGES, KEYS)
+    for n, name, doc in mutated_files(rng, files, EDGES, KEYS, 300):
         folder = tmp_path / str(n)
         folder.mkdir()
         (folder / name).write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
