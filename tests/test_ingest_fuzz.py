@@ -136,7 +136,8 @@ def test_every_mutated_message_ends_as_readings_or_reasons(
         for line in lines.splitlines():
             fields, _, ts = line.rpartition(b" ")
             assert ts.isdigit() and 0 < int(ts) < NOW + 86_400_000, line  # a time InfluxDB can hold
-            assert b"nan" not in fields.lower().partition(b" ")[2] and b"inf" not in fields.lower().partition(b" ")[2]
+            values = fields.lower().partition(b" ")[2]
+            assert b"nan" not in values and b"inf" not in values, line
     # the mutations reach deep: timestamps, SenML records, units, regions, not only bad JSON
     assert len(seen) >= 18, seen
 
