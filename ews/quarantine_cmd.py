@@ -22,7 +22,7 @@ from pathlib import Path
 from ews.config import Config, load_config
 from ingest.influx import make_writer
 from ingest.influx_v1 import WriteError
-from ingest.spool import DRILL_FOLDER, QUARANTINE_FOLDER, batch_of
+from ingest.spool import DRILL_FOLDER, QUARANTINE_FOLDER, batches
 
 
 @dataclass
@@ -40,8 +40,8 @@ def held(cfg: Config) -> list[Held]:
     out = []
     for target, folder, db in (("main", spool / QUARANTINE_FOLDER, cfg.influxdb.database),
                                ("drill", spool / DRILL_FOLDER / QUARANTINE_FOLDER, cfg.influxdb.drill_db)):
-        for path in sorted(folder.glob("*.lp")):
-            out.append(Held(target, db, path, batch_of(path)[1], path.stat().st_size))
+        for path, _, readings in batches(folder):
+            out.append(Held(target, db, path, readings, path.stat().st_size))
     return out
 
 

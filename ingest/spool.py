@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 
 QUARANTINE_FOLDER = "quarantine"
+_BATCH_NAME = re.compile(r"(\d{12,})-(\d+)\.lp")
 DRILL_FOLDER = "drill"  # the drill lane's spool, inside the main one
 
 
@@ -37,10 +39,25 @@ def batch_name(seq: int, readings: int) -> str:
     return f"{seq:012d}-{readings}.lp"
 
 
-def batch_of(path: Path) -> tuple[int, int]:
-    """(sequence, readings) of a spool or quarantine file, from its name."""
-    seq, _, n = path.stem.partition("-")
-    return int(seq or 0), int(n) if n.isdigit() else 0
+def batch_of(path: Path) -> tuple[int, int] | None:
+    """(sequence, readings) of a spool or quarantine file, from its name; None for a file this
+    pipeline did not write."""
+    m = _BATCH_NAME.fullmatch(path.name)
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def batches(folder: Path, warn: bool = True) -> Iterator[tuple[Path, int, int]]:
+    """(path, sequence, readings) of the batch files in a spool or quarantine folder, oldest
+    first. Anything else there (a copy an operator left, a file of another tool) is named in the
+    log and left alone: the pipeline must start on the night it is needed, whatever lies there."""
+    for path in sorted(folder.glob("*.lp")):
+        b = batch_of(path)
+        if b is None:
+            if warn:
+                log.warning("%s is not a batch this pipeline wrote (named {sequence}-{readings}.lp): "
+                            "left in place, neither replayed nor counted", path)
+            continue
+        yield path, b[0], b[1]
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -82,15 +99,14 @@ class Spool:
         for stale in self.folder.glob(".*.tmp"):
             stale.unlink()  # a write that never reached its rename: its messages were not acked
         seq = 0
-        for path in sorted(self.folder.glob("*.lp")):
-            file_seq, n = batch_of(path)
+        for path, file_seq, n in batches(self.folder):
             size = path.stat().st_size
             self._files.append((path, size, n))
             self.bytes += size
             self.readings += n
             seq = max(seq, file_seq)
-        for path in self.quarantine.glob("*.lp"):
-            seq = max(seq, batch_of(path)[0])
+        for _, file_seq, _ in batches(self.quarantine):
+            seq = max(seq, file_seq)
         self._seq = seq
         self.quarantine_bytes = self._quarantine_size()
         metrics.SPOOL_LIMIT_BYTES.labels(target).set(max_bytes)
@@ -183,7 +199,7 @@ class Spool:
         return path
 
     def _quarantine_size(self) -> int:
-        return sum(p.stat().st_size for p in self.quarantine.glob("*.lp"))
+        return sum(path.stat().st_size for path, _, _ in batches(self.quarantine, warn=False))
 
     def refresh(self) -> None:
         """Say again how full it is: a disk that refused a batch may have room now."""

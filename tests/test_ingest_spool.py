@@ -75,6 +75,23 @@ def test_spool_is_durable_ordered_and_bounded(tmp_path: Path) -> None:
     assert len(small) == 2 and len(list((tmp_path / "small").glob("*.lp"))) == 2
 
 
+def test_files_the_spool_did_not_write_are_left_alone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A copy an operator left in the spool or its quarantine made the start fail with a
+    ValueError from the file's name: the night it is needed, the pipeline must start."""
+    s = Spool(tmp_path, max_bytes=10_000)
+    assert s.append(batch(1), readings=1)
+    (tmp_path / "backup.lp").write_bytes(batch(2))
+    (tmp_path / "quarantine" / "fixed-by-hand.lp").write_bytes(batch(3))
+    again = Spool(tmp_path, max_bytes=10_000)
+    assert (len(again), again.readings, again.bytes, again.quarantine_bytes) == (1, 1, len(batch(1)), 0)
+    assert "backup.lp is not a batch this pipeline wrote" in caplog.text and "fixed-by-hand.lp" in caplog.text
+    head = again.head()
+    assert head is not None and head[1] == batch(1)
+    again.pop(head[0])
+    assert again.head() is None and (tmp_path / "backup.lp").exists()
+    assert again.append(batch(4), readings=1)  # numbering goes on past the batch it had
+
+
 def test_sink_spools_while_down_and_replays_in_order(tmp_path: Path) -> None:
     db = FakeInflux()
     sink = Sink(db, Spool(tmp_path, 1 << 20), threading.Event(), min_backoff_s=0.01, max_backoff_s=0.02)
