@@ -104,6 +104,10 @@ RULES_FILE_PROBLEMS = Gauge(
     "ews_rules_file_problems", "Problems in the rule files on disk that kept the last reload from loading "
     "(0: they load); the rules loaded before stay in force"
 )
+UNREACHABLE = Gauge(
+    "ews_recipients_unreachable", "Contacts and routing targets none of whose channels is configured, found "
+    "at start (the log names them): they hear of no warning"
+)
 RULES_WITHOUT_HISTORY = Gauge(
     "ews_rules_kinds_without_history", "Sensor kinds whose rules run on windows without their history (InfluxDB "
     "could not give it at start); tried again until it does"

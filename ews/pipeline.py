@@ -28,6 +28,7 @@ from ingest.process import MessageProcessor
 from notifiers.channels import Channel, build_channels
 from notifiers.lifecycle import Settings, Transition, WarningService
 from notifiers.outbox import OutboxPool
+from notifiers.reach import say_unreachable, unreachable
 from notifiers.roster import Roster
 from notifiers.routing import Router, load_policy
 from notifiers.silence import Silences
@@ -70,6 +71,7 @@ class Pipeline:
             on_device=lambda changes: self._apply(changes, self.warnings),
         )
         self.silences = Silences(self.store, self.regions)
+        self._reach_said = False
         self.warnings, self.outbox = self._warning_lane(self.store, self.silences, cfg.mqtt.warnings_prefix)
         metrics.set_open([Level(int(w["level"])).key for w in self.warnings.open_warnings()])
         # drills get their own detector state, warning store and retained topic, made when the
@@ -108,9 +110,13 @@ class Pipeline:
         ncfg = self.cfg.notifiers
         outbox = OutboxPool(store, self.channels, groups=ncfg.worker_groups, rate_limits=ncfg.rate_limits)
         roster = Roster.load(ncfg.roster, self.regions) if ncfg.roster is not None else None
+        policy = load_policy(ncfg.routing)
+        if not self._reach_said:  # once, not again for the drill lane's copy
+            self._reach_said = True
+            say_unreachable(unreachable(self.regions, roster, policy, self.channels))
         warnings = WarningService(
             store, self.regions, self.sensors,
-            Router(self.regions, load_policy(ncfg.routing), roster),
+            Router(self.regions, policy, roster),
             Renderer.load(ncfg.language),
             self.collector.publish, list(self.channels),
             topic_prefix=prefix, on_commit=outbox.wake,

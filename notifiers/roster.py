@@ -180,6 +180,15 @@ class Roster:
             raise ConfigError(problems)
         return cls(entries)
 
+    def contacts(self) -> list[tuple[str, Contact]]:
+        """(node, contact) of every shift, each contact once per node."""
+        seen: dict[tuple[str, str], Contact] = {}
+        for (node, _), entries in self._entries.items():
+            for e in entries:
+                for c in e.contacts:
+                    seen.setdefault((node, c.id), c)
+        return [(node, c) for (node, _), c in seen.items()]
+
     def covers(self, node: str, role: str) -> bool:
         return (node, role) in self._entries
 
