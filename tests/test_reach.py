@@ -12,6 +12,7 @@ from ews.config import load_config, sample_dir
 from ews.pipeline import Pipeline
 from ews.regions import RegionRegistry
 from notifiers.reach import unreachable
+from notifiers.roster import Roster
 from notifiers.routing import RoutingPolicy, load_policy
 
 
@@ -27,6 +28,16 @@ def test_contacts_and_targets_without_a_configured_channel_are_listed(mini_regio
     esc = RoutingPolicy.model_validate({**policy.model_dump(), "escalation": {"channels": ["wecom"]}})
     lines = unreachable(mini_regions, None, esc, ["console", "webhook"])
     assert lines == ["escalations (routing policy): their channels are [wecom]"]
+
+
+def test_people_of_the_duty_roster_are_checked_too(tmp_path: Path, mini_regions: RegionRegistry) -> None:
+    roster = tmp_path / "roster.yaml"
+    roster.write_text(
+        "people:\n  - {id: P-1, name: 张伟, channels: [pager]}\n"
+        "shifts:\n  - {node: '440106', role: duty_officer, daily: '08:00-20:00', first_day: 2024-01-01,"
+        " last_day: 2030-12-31, contacts: [P-1]}\n", encoding="utf-8")
+    lines = unreachable(mini_regions, Roster.load(roster, mini_regions), load_policy(), ["console", "webhook"])
+    assert lines == ["P-1 (张伟, duty_officer at 440106, duty roster): its channels are [pager]"]
 
 
 def test_the_pipeline_says_so_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
