@@ -35,6 +35,7 @@ from ingest.refusal import CAUSES
 from ingest.sink import Sink
 from ingest.spool import Spool
 from notifiers.outbox import OutboxWorker
+from notifiers.routing import DEFAULT_POLICY
 from rules.loader import DEFAULTS_DIR
 
 from .channel_receivers import am_alerts
@@ -214,6 +215,12 @@ def test_pipeline_faults_reach_alertmanager_through_prometheus(
         db.write(f'unregistered,sensor=OLD value="n/a" {now_ms}\n'.encode())
     finally:
         db.close()
+    # its only channel is the console: the public feed of the default policy would be unreachable,
+    # which EwsRecipientsUnreachable would rightly say
+    routing = tmp_path / "routing.yaml"
+    policy = DEFAULT_POLICY.read_text(encoding="utf-8")
+    routing.write_text(policy.replace("    - {audience: public, channels: [webhook]}\n", ""), encoding="utf-8")
+    assert routing.read_text(encoding="utf-8") != policy
     cfg = tmp_path / "pipeline.yaml"
     cfg.write_text(yaml.safe_dump({
         "mqtt": {"port": own_servers.mqtt.port, "client_id": "alerts-pipeline", "subscriptions": ["ews/440106/#"]},
@@ -223,6 +230,7 @@ def test_pipeline_faults_reach_alertmanager_through_prometheus(
         "state_dir": str(tmp_path / "state"),
         "rules": str(rules_dir),
         "rules_profile": "guangdong",
+        "notifiers": {"routing": str(routing)},
     }))
     metrics_port = free_port()
     run = PipelineRun(cfg, tmp_path / "pipeline.log", args=["--metrics-port", str(metrics_port)])
