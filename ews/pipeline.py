@@ -71,8 +71,8 @@ class Pipeline:
             on_device=lambda changes: self._apply(changes, self.warnings),
         )
         self.silences = Silences(self.store, self.regions)
-        self._reach_said = False
-        self.warnings, self.outbox = self._warning_lane(self.store, self.silences, cfg.mqtt.warnings_prefix)
+        self.warnings, self.outbox = self._warning_lane(self.store, self.silences, cfg.mqtt.warnings_prefix,
+                                                        check_reach=True)
         metrics.set_open([Level(int(w["level"])).key for w in self.warnings.open_warnings()])
         # drills get their own detector state, warning store and retained topic, made when the
         # first drill reading arrives: a drill can neither raise nor resolve a real warning
@@ -106,13 +106,15 @@ class Pipeline:
         self._apply(changes, self.warnings)
         return {"level_changes": len(changes)}
 
-    def _warning_lane(self, store: Store, silences: Silences, prefix: str) -> tuple[WarningService, OutboxPool]:
+    def _warning_lane(self, store: Store, silences: Silences, prefix: str, check_reach: bool = False
+                      ) -> tuple[WarningService, OutboxPool]:
+        """`check_reach`: say who no configured channel reaches (once: the drill lane's copy
+        routes by the same files)."""
         ncfg = self.cfg.notifiers
         outbox = OutboxPool(store, self.channels, groups=ncfg.worker_groups, rate_limits=ncfg.rate_limits)
         roster = Roster.load(ncfg.roster, self.regions) if ncfg.roster is not None else None
         policy = load_policy(ncfg.routing)
-        if not self._reach_said:  # once, not again for the drill lane's copy
-            self._reach_said = True
+        if check_reach:
             say_unreachable(unreachable(self.regions, roster, policy, self.channels))
         warnings = WarningService(
             store, self.regions, self.sensors,

@@ -25,19 +25,20 @@ def unreachable(regions: RegionRegistry, roster: Roster | None, policy: RoutingP
                 configured: Collection[str]) -> list[str]:
     """One line per contact or routing target that no configured channel reaches."""
     out: list[str] = []
+    have = set(configured)
     places = [(code, c, "region registry") for code, node in regions.nodes.items() for c in node.contacts]
     places += [(code, c, "duty roster") for code, c in (roster.contacts() if roster is not None else [])]
     for code, c, source in places:
-        if c.role != "public" and not set(c.channels) & set(configured):
+        if c.role != "public" and not have.intersection(c.channels):
             out.append(f"{c.id} ({c.name}, {c.role} at {code}, {source}): its channels are {_names(c.channels)}")
     targets: list[tuple[str, Target]] = [(f"levels.{lv}", t) for lv, ts in policy.levels.items() for t in ts]
     targets += [("drill", t) for t in policy.drill] + [("delivery_failed", t) for t in policy.delivery_failed]
     for where, t in targets:
-        if t.channels is not None and not set(t.channels) & set(configured):
+        if t.channels is not None and not have.intersection(t.channels):
             who = "the public" if t.audience == "public" else f"{', '.join(t.roles)} at {t.tier}"
             out.append(f"{who} (routing policy, {where}): its channels are {_names(t.channels)}")
     esc = policy.escalation.channels
-    if esc is not None and not set(esc) & set(configured):
+    if esc is not None and not have.intersection(esc):
         out.append(f"escalations (routing policy): their channels are {_names(esc)}")
     return out
 
