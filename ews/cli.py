@@ -151,12 +151,13 @@ def cmd_api_token(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from ews.api.auth import token_entry
+    from ews.yamlfile import validation_lines
 
     try:
         token, entry = token_entry(args.name, args.role, args.region, args.expires)
     except ValidationError as exc:
-        for e in exc.errors():
-            print(f"{'.'.join(str(x) for x in e['loc']) or 'token'}: {e['msg']}", file=sys.stderr)
+        for line in validation_lines(exc, "token"):
+            print(line, file=sys.stderr)
         return 2
     print(f"token (give it to {args.name}; it is not stored anywhere and cannot be shown again):\n  {token}\n")
     print("add to the tokens file under `tokens:`:")

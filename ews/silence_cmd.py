@@ -15,13 +15,9 @@ from pydantic import ValidationError
 
 from ews.regions import RegionRegistry
 from ews.store import Store
+from ews.yamlfile import validation_lines
 from notifiers.silence import SilenceError, Silences
 from notifiers.templates import BEIJING
-
-
-def _problems(exc: ValidationError) -> str:
-    """pydantic's errors as 'field: reason', without its URLs and input echoes."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'silence'}: {e['msg']}" for e in exc.errors())
 
 
 def _show(ms: int) -> str:
@@ -65,7 +61,7 @@ def run_silence(args: argparse.Namespace) -> int:
                           f"{what}  by {s['author']}: {s['reason']}"
                           + (f"  (cancelled by {s['cancelled_by']})" if s["cancelled_by"] else ""))
         except ValidationError as exc:
-            print(f"ews silence: {_problems(exc)}", file=sys.stderr)
+            print(f"ews silence: {'; '.join(validation_lines(exc, 'silence'))}", file=sys.stderr)
             return 2
         except (SilenceError, ValueError) as exc:
             print(f"ews silence: {exc}", file=sys.stderr)

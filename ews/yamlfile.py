@@ -105,6 +105,12 @@ def format_loc(loc: Sequence[str | int]) -> str:
     return out
 
 
+def validation_lines(exc: ValidationError, what: str) -> list[str]:
+    """pydantic's errors as 'field: reason' (`what` where the whole object is wrong), for input
+    that is no file: no URLs, no echoed input."""
+    return [f"{format_loc(e['loc']) or what}: {e['msg']}" for e in exc.errors()]
+
+
 def problems_from_validation(
     exc: ValidationError, doc: LoadedYaml, prefix: PathKey = ()
 ) -> list[Problem]:
