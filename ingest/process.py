@@ -20,6 +20,7 @@ that it is this host's clock that is behind, "ahead" is judged against theirs
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,12 +43,14 @@ from ingest.decode import (
     simple_item,
     simple_reading,
 )
+from ingest.gatewayscan import GatewayScanner
 from ingest.hostclock import FleetClock
 from ingest.reasons import Reason, Rejected, Rejection
 from ingest.senml import HEALTH, SenmlPack, is_senml
 from ingest.topics import Topic, parse_topic, topic_text
 from ingest.units import UnitTable
 
+log = logging.getLogger(__name__)
 MAX_GATEWAY_TOPICS = 100_000  # parsed gateway topics kept; past it, new ones are parsed each time
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -92,9 +95,11 @@ class Outcome:
 
 
 class _Rows:
-    """Accepted readings column by column, with where each came from for rejections."""
+    """Accepted readings column by column, with where each came from for rejections: Python
+    lists for readings taken one by one, arrays for the scanner's runs of whole batches, kept in
+    the order of the messages."""
 
-    __slots__ = ("health", "item", "origin", "sensor", "ts", "value")
+    __slots__ = ("_base", "_sealed", "health", "item", "origin", "sensor", "ts", "value")
 
     def __init__(self) -> None:
         self.sensor: list[int] = []
@@ -103,6 +108,8 @@ class _Rows:
         self.origin: list[int] = []  # message index
         self.item: list[int] = []  # reading index inside the message (-1: the whole message)
         self.health: dict[int, list[float]] = {}  # row -> [battery, rssi] (NaN: absent)
+        self._sealed: list[tuple[IntArray, IntArray, FloatArray, IntArray, IntArray]] = []
+        self._base = 0  # rows in `_sealed`
 
     def add(self, idx: int, ts_ms: int, value: float, origin: int, item: int) -> int:
         self.sensor.append(idx)
@@ -110,7 +117,7 @@ class _Rows:
         self.value.append(value)
         self.origin.append(origin)
         self.item.append(item)
-        return len(self.sensor) - 1
+        return self._base + len(self.sensor) - 1
 
     def extend(self, idx: list[int], ts_ms: list[int], value: list[float], origin: int) -> None:
         """All readings of one message, in its order."""
@@ -120,6 +127,30 @@ class _Rows:
         self.value += value
         self.origin += [origin] * n
         self.item += range(n)
+
+    def extend_arrays(self, cols: tuple[IntArray, IntArray, FloatArray, IntArray, IntArray]) -> None:
+        """Readings of whole messages as (sensor, ts, value, origin, item) arrays."""
+        self._seal()
+        self._sealed.append(cols)
+        self._base += int(cols[0].shape[0])
+
+    def _seal(self) -> None:
+        if self.sensor:  # cleared in place: `process` appends through bound methods of these lists
+            self._sealed.append((np.asarray(self.sensor, np.int64), np.asarray(self.ts, np.int64),
+                                 np.asarray(self.value, np.float64), np.asarray(self.origin, np.int64),
+                                 np.asarray(self.item, np.int64)))
+            self._base += len(self.sensor)
+            for col in (self.sensor, self.ts, self.value, self.origin, self.item):
+                col.clear()
+
+    def columns(self) -> tuple[IntArray, IntArray, FloatArray, IntArray, IntArray]:
+        self._seal()
+        if len(self._sealed) == 1:
+            return self._sealed[0]
+        if not self._sealed:
+            empty = np.empty(0, np.int64)
+            return empty, empty, np.empty(0, np.float64), empty, empty
+        return tuple(np.concatenate(c) for c in zip(*self._sealed, strict=True))  # type: ignore[return-value]
 
     def set_health(self, row: int, battery: float | None, rssi: float | None) -> None:
         h = self.health.setdefault(row, [float("nan"), float("nan")])
@@ -148,6 +179,9 @@ class MessageProcessor:
         # topic (str or the raw bytes paho hands over) -> sensor index, for per-sensor topics
         self._topic_cache: dict[str | bytes, int] = {}
         self._gateways: dict[str | bytes, Topic] = {}  # gateway batch topics, parsed once
+        # gateway topics of a known region -> (code, divisor) of that region, for the scanner
+        self._gateway_regions: dict[str | bytes, tuple[int, int]] = {}
+        self._scanner = GatewayScanner([s.id for s in sensors.sensors], [s.community for s in sensors.sensors])
         # gateway region prefix -> {sensor id: index} of sensors seen inside it
         self._inside: dict[str, dict[str, int]] = {}
         kinds = sensors.kinds
@@ -174,7 +208,17 @@ class MessageProcessor:
         loads = orjson.loads
         limit = self.max_payload_bytes
         r_sensor, r_ts, r_value, r_origin, r_item = rows.sensor, rows.ts, rows.value, rows.origin, rows.item
+        scan = self._scan_gateways(messages) if self._gateway_regions else None
+        run_a = run_b = 0  # the scanner's rows not yet handed to `rows`
         for j, m in enumerate(messages):
+            if scan is not None:
+                end = scan[0].get(j)
+                if end is not None:
+                    run_b = end
+                    continue
+                if run_b > run_a:
+                    rows.extend_arrays(tuple(c[run_a:run_b] for c in scan[1]))  # type: ignore[arg-type]
+                    run_a = run_b
             topic, payload = m[0], m[1]
             idx = cache.get(topic)
             doc: Any = None
@@ -198,15 +242,45 @@ class MessageProcessor:
                 status += self._general(rows, rejections, unregistered, j, topic, text, payload, idx, doc, now_ms)
             except Rejected as exc:
                 rejections.append(Rejection(exc.reason, exc.detail, text, payload))
+        if scan is not None and run_b > run_a:
+            rows.extend_arrays(tuple(c[run_a:run_b] for c in scan[1]))  # type: ignore[arg-type]
         return self._finish(rows, rejections, unregistered, status, messages, now_ms, live)
+
+    def _scan_gateways(self, messages: Sequence[tuple[Any, ...]]
+                       ) -> tuple[dict[int, int], tuple[IntArray, IntArray, FloatArray, IntArray, IntArray]] | None:
+        """The plain gateway batches of known gateway topics, read by the scanner all at once:
+        (message index -> where its rows end in the columns; the (sensor, ts, value, origin,
+        item) columns of every message the scanner took, in order). The rest go the usual way."""
+        regions = self._gateway_regions
+        limit = self.max_payload_bytes
+        js, payloads, where = [], [], []
+        for j, m in enumerate(messages):
+            r = regions.get(m[0])
+            if r is not None and 0 < len(m[1]) <= limit:
+                js.append(j)
+                payloads.append(m[1])
+                where.append(r)
+        if not js:
+            return None
+        try:
+            counts, sensor, ts, value = self._scanner.scan(payloads, where)
+        except Exception:  # a fault of the scanner's own: the usual path reads these the slow way
+            log.exception("gateway scanner failed on a batch of %d payloads; reading them one by one", len(js))
+            return None
+        took = np.flatnonzero(np.asarray(counts) > 0)
+        if took.shape[0] == 0:
+            return None
+        n = np.asarray(counts)[took]
+        ends = np.cumsum(n)
+        origin = np.repeat(np.asarray(js)[took], n)
+        item = np.arange(int(ends[-1])) - np.repeat(ends - n, n)
+        return dict(zip(np.asarray(js)[took].tolist(), ends.tolist(), strict=True)), (sensor, ts, value, origin, item)
 
     def _finish(
         self, rows: _Rows, rejections: list[Rejection], unregistered: list[Unregistered], status: int,
         messages: Sequence[tuple[Any, ...]], now_ms: int, live: bool,
     ) -> Outcome:
-        sensor = np.asarray(rows.sensor, np.int64)
-        ts = np.asarray(rows.ts, np.int64)
-        value = np.asarray(rows.value, np.float64)
+        sensor, ts, value, origin, item = rows.columns()
         n = sensor.shape[0]
         battery = rssi = None
         if rows.health:
@@ -227,7 +301,8 @@ class MessageProcessor:
         if drop.any():
             for k in np.flatnonzero(drop).tolist():
                 rejections.append(self._row_rejection(
-                    k, rows, messages, bool(bad_range[k]), bool(future[k]), now_ms,
+                    int(sensor[k]), int(ts[k]), float(value[k]), int(origin[k]), int(item[k]), messages,
+                    bool(bad_range[k]), bool(future[k]), now_ms,
                 ))
             keep = ~drop
             sensor, ts, value, late = sensor[keep], ts[keep], value[keep], late[keep]
@@ -236,11 +311,10 @@ class MessageProcessor:
         return Outcome(sensor, ts, value, battery, rssi, ~late, rejections, unregistered, status)
 
     def _row_rejection(
-        self, row: int, rows: _Rows, messages: Sequence[tuple[Any, ...]], bad_range: bool, future: bool,
-        now_ms: int,
+        self, idx: int, t: int, v: float, origin: int, item: int, messages: Sequence[tuple[Any, ...]],
+        bad_range: bool, future: bool, now_ms: int,
     ) -> Rejection:
-        s = self.sensors.sensors[rows.sensor[row]]
-        v, t, item = rows.value[row], rows.ts[row], rows.item[row]
+        s = self.sensors.sensors[idx]
         if bad_range:
             k = self.sensors.kinds[s.kind]
             reason = Reason.OUT_OF_RANGE
@@ -255,7 +329,7 @@ class MessageProcessor:
             reason = Reason.TOO_OLD
             detail = (f"{s.id}: ts {t} is {(now_ms - t) / 3_600_000:.1f} h old, beyond the allowed "
                       f"lateness of {self.allowed_lateness_ms / 3_600_000:.1f} h")
-        topic, payload = messages[rows.origin[row]][0], messages[rows.origin[row]][1]
+        topic, payload = messages[origin][0], messages[origin][1]
         text = topic_text(topic)
         if item >= 0:
             detail = f"reading {item}: {detail}"
@@ -277,6 +351,9 @@ class MessageProcessor:
         if t.shape == "batch":
             if len(self._gateways) < MAX_GATEWAY_TOPICS:
                 self._gateways[key] = t
+                where = self._scanner.region(t.region[-1]) if t.region[-1] in self.regions else None
+                if where is not None:
+                    self._gateway_regions[key] = where
             self._batch(rows, rejections, j, t, topic, payload, now_ms)
             return 0
         if idx is None:
