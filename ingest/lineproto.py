@@ -3,10 +3,10 @@
 One measurement per kind; tags sensor, district, street, community (sorted by key, as InfluxDB
 prefers); field `value` plus health fields when present; timestamp = event time in ms.
 Per-sensor prefixes are built once. Numbers are formatted by orjson over whole arrays (its
-float formatting is the shortest round-trip form, like `repr`, at a tenth of the cost), with
-the separators put in by one replace over the whole text, and the lines are assembled with one
-bytes join of three parts a line: about 0.35 µs a reading against 1.1 µs for an f-string per
-line.
+float formatting is the shortest round-trip form, like `repr`, at a tenth of the cost), and a
+numba-compiled loop lays prefix, value and time side by side into one buffer: about 0.11 µs a
+reading, against 0.17-0.21 for a bytes join of three parts a line and 1.1 µs for an f-string
+per line.
 
 Readings of unregistered sensors (policy `store`) go to the measurement `unregistered` with a
 `kind` tag, apart from the registered series that dashboards and rules read.
@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import numpy.typing as npt
 import orjson
+from numba import njit
 
 from ews.sensors import SensorRegistry
 
@@ -36,11 +37,39 @@ def _escape_tag(s: str) -> str:
     return s.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
-def _numbers(a: npt.NDArray[np.generic], end: bytes) -> list[bytes]:
-    """Each number of `a` formatted, followed by `end`: the separators are put in by one
-    replace over the whole text, not by a concatenation per number."""
-    text = orjson.dumps(np.ascontiguousarray(a), option=_NUMPY)[1:-1]
-    return (text + end).replace(b",", end + b",").split(b",")
+def _json(a: npt.NDArray[np.generic]) -> npt.NDArray[np.uint8]:
+    return np.frombuffer(orjson.dumps(np.ascontiguousarray(a), option=_NUMPY), np.uint8)
+
+
+@njit(cache=True, nogil=True, boundscheck=True)
+def _interleave(sensor, values, times, prefixes, offsets, out):  # type: ignore[no-untyped-def]
+    """Line k: the prefix of sensor[k], the k-th number of the JSON array `values`, a space, the
+    k-th number of `times`, a newline; returns the length written into `out`."""
+    v = 1  # past each array's "["
+    t = 1
+    k = 0
+    for r in range(sensor.shape[0]):
+        a = offsets[sensor[r]]
+        e = offsets[sensor[r] + 1]
+        out[k:k + e - a] = prefixes[a:e]
+        k += e - a
+        s = v
+        while values[v] != 44 and values[v] != 93:
+            v += 1
+        out[k:k + v - s] = values[s:v]
+        k += v - s
+        v += 1
+        out[k] = 32
+        k += 1
+        s = t
+        while times[t] != 44 and times[t] != 93:
+            t += 1
+        out[k:k + t - s] = times[s:t]
+        k += t - s
+        t += 1
+        out[k] = 10
+        k += 1
+    return k
 
 
 def _tags(measurement: str, community: str, sensor: str, kind: str | None = None) -> str:
@@ -53,6 +82,11 @@ class LineBuilder:
     def __init__(self, sensors: SensorRegistry):
         self.tags = [_tags(s.kind, s.community, s.id) for s in sensors.sensors]
         self.prefixes = [f"{t} value=".encode() for t in self.tags]
+        self._plen = np.array([len(p) for p in self.prefixes], np.int64)
+        self._poffs = np.concatenate([[0], np.cumsum(self._plen)]).astype(np.int64)
+        self._pbuf = np.frombuffer(b"".join(self.prefixes), np.uint8)
+        if self.prefixes:  # compiled code is loaded (or compiled) at the first call: here, not on the first batch
+            self.build(np.zeros(1, np.int64), np.ones(1, np.int64), np.zeros(1, np.float64))
 
     def build(
         self, sensor: IntArray, ts_ms: IntArray, value: FloatArray,
@@ -73,11 +107,11 @@ class LineBuilder:
                 return head + self._with_health(sensor[rich], ts_ms[rich], value[rich],
                                                 None if battery is None else battery[rich],
                                                 None if rssi is None else rssi[rich])
-        parts: list[bytes] = [b""] * (3 * n)
-        parts[0::3] = list(map(self.prefixes.__getitem__, sensor.tolist()))
-        parts[1::3] = _numbers(value, b" ")
-        parts[2::3] = _numbers(ts_ms, b"\n")
-        return b"".join(parts)
+        values = _json(value)
+        times = _json(ts_ms)
+        out = np.empty(int(self._plen[sensor].sum()) + values.shape[0] + times.shape[0] + 2 * n, np.uint8)
+        k = _interleave(np.ascontiguousarray(sensor), values, times, self._pbuf, self._poffs, out)
+        return out[:k].tobytes()
 
     def _with_health(
         self, sensor: IntArray, ts_ms: IntArray, value: FloatArray,
