@@ -120,6 +120,18 @@ def test_shapes_other_than_a_batch_are_left_alone(mini_sensors: SensorRegistry, 
     assert _scan(_scanner(mini_sensors), payload)[0] == -1
 
 
+def test_each_payload_is_read_within_its_own_bytes(mini_sensors: SensorRegistry) -> None:
+    """The batch's payloads are scanned from one joined buffer; a payload cut short must not be
+    completed by its neighbour's bytes, which would move readings onto another message."""
+    g = _scanner(mini_sensors)
+    where = g.region(DISTRICT)
+    whole = orjson.dumps({"readings": [{"sensor": "RG-A1", "ts": NOW, "value": 1.5},
+                                       {"sensor": "RG-B1", "ts": NOW, "value": 2.5}]})
+    for cut in range(1, len(whole)):
+        counts, s, _, _ = g.scan([whole[:cut], whole[cut:], whole], [where] * 3)  # type: ignore[list-item]
+        assert counts == [-1, -1, 2] and s.shape[0] == 2, cut
+
+
 def test_a_region_prefix_counts_whole_codes(mini_sensors: SensorRegistry) -> None:
     g = _scanner(mini_sensors)
     p = orjson.dumps([{"sensor": "RG-A1", "ts": NOW, "value": 1}, {"sensor": "RG-B1", "ts": NOW, "value": 1}])
