@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -51,6 +52,19 @@ def test_compose_and_systemd_files() -> None:
     assert unit.index("Environment=EWS_METRICS_PORT=9108") < unit.index("EnvironmentFile=-/etc/ews/%i.env")
     conf = (DEPLOY / "compose" / "mosquitto.conf").read_text()
     assert "max_queued_messages 0" in conf and "persistence true" in conf
+
+
+def test_compiled_code_is_cached_where_the_service_may_write() -> None:
+    """The gateway scanner is compiled at the first start and cached; where the install is
+    read-only (systemd's ProtectSystem=strict, the image's non-root user) an unset cache folder
+    would mean compiling again at every start."""
+    unit = (DEPLOY / "systemd" / "ews-pipeline@.service").read_text()
+    cache = re.search(r"^Environment=NUMBA_CACHE_DIR=(\S+)$", unit, re.M)
+    writable = re.search(r"^ReadWritePaths=(\S+)$", unit, re.M)
+    assert cache and writable and cache[1].startswith(writable[1] + "/")
+    image = (DEPLOY / "compose" / "Dockerfile").read_text()
+    env = re.search(r"^ENV NUMBA_CACHE_DIR=(\S+)$", image, re.M)
+    assert env and env[1].startswith("/var/lib/ews/") and "chown ews:ews /var/lib/ews" in image
 
 
 def _shipped_command_lines() -> dict[str, list[str]]:
