@@ -12,6 +12,10 @@ no figures of its own), prints the counts and ranges the prose quotes, and plots
   (the raw baseline's CPU over 0.8, less what InfluxDB spent on the pipeline's points);
 - the ratio the CPU columns predict against the one measured.
 
+Invocations taken since gateway batches are read by the compiled scanner (the gateway
+section's sentence "Invocations from N on read gateway batches with the compiled scanner")
+are summed up again on their own, and marked in the plot (green bars in the middle).
+
 It also checks the tables against themselves (a median that is not the median of its runs,
 a CPU ratio that is not the quotient of its columns, a CPU sum that does not add up, a
 `--split` invocation in the CPU table of shared cores) and exits 1 naming the row if not.
@@ -41,6 +45,7 @@ class Invocation:
     readings_s: int  # the pipeline's median
     cpu_us: float  # the pipeline's CPU a reading
     raw_points_s: int
+    scanner: bool = False  # gateway batches read by the compiled scanner (ingest/gatewayscan.py)
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ def parse_invocations(text: str) -> list[Invocation]:
     if m is None:
         raise ValueError(f"{GATEWAY_HEADING}: no sentence naming the invocations run with `--split`")
     split = _numbers(m[1])
+    m = re.search(r"Invocations from (\d+) on read gateway batches with the compiled scanner", prose)
+    scanner_from = int(m[1]) if m else None
     out = []
     for cells in _rows(section, 8):
         n = int(cells[0])
@@ -105,7 +112,8 @@ def parse_invocations(text: str) -> list[Invocation]:
             raise ValueError(f"{GATEWAY_HEADING}: row {n} is not '<median> % (<runs>)' | "
                              f"'<readings/s>, <µs>' | '<points/s> ...'")
         out.append(Invocation(n, n in split, int(ratio[1]), tuple(int(r) for r in ratio[2].split(",")),
-                              _int(rate[1]), float(rate[2]), _int(raw[1])))
+                              _int(rate[1]), float(rate[2]), _int(raw[1]),
+                              scanner_from is not None and n >= scanner_from))
     missing = split - {i.number for i in out}
     if missing:
         raise ValueError(f"{GATEWAY_HEADING}: `--split` names invocations with no row: {sorted(missing)}")
@@ -138,14 +146,23 @@ def inconsistencies(invocations: list[Invocation], cpu: list[CpuRow]) -> list[st
 
 
 def summary(invocations: list[Invocation], cpu: list[CpuRow]) -> list[str]:
-    lines = [f"{len(invocations)} invocations"]
+    lines = [f"{len(invocations)} invocations", *_summary(invocations, cpu, "")]
+    scanned = {i.number for i in invocations if i.scanner}
+    if scanned:
+        lines += _summary([i for i in invocations if i.scanner], [c for c in cpu if c.number in scanned],
+                          f"with the compiled scanner (from {min(scanned)}), ")
+    return lines
+
+
+def _summary(invocations: list[Invocation], cpu: list[CpuRow], era: str) -> list[str]:
+    lines = []
     for name, group in (("shared cores", [i for i in invocations if not i.split]),
                         ("InfluxDB on its own core", [i for i in invocations if i.split])):
         if not group:
             continue
         r = [i.ratio for i in group]
         rate = [i.readings_s for i in group]
-        lines.append(f"{name}: {len(group)} invocations, medians {min(r)}-{max(r)} % (middle "
+        lines.append(f"{era}{name}: {len(group)} invocations, medians {min(r)}-{max(r)} % (middle "
                      f"{statistics.median(r):g} %), {sum(x >= TARGET for x in r)} at or above {TARGET} %; "
                      f"the pipeline {min(rate):,}-{max(rate):,} readings/s (middle {statistics.median(rate):,.0f})")
     if cpu:
@@ -155,13 +172,13 @@ def summary(invocations: list[Invocation], cpu: list[CpuRow]) -> list[str]:
         cheaper = sum(c.influx_pipeline < c.influx_raw for c in cpu)
         worst = max(cpu, key=lambda c: abs(c.predicted - c.measured))
         lines += [
-            f"CPU table ({len(cpu)} shared invocations): the pipeline's own {min(own):.2f}-{max(own):.2f} µs a "
-            f"reading (median {statistics.median(own):.2f}); the most it may spend for {TARGET} % "
+            f"{era}CPU table ({len(cpu)} shared invocations): the pipeline's own {min(own):.2f}-{max(own):.2f} µs "
+            f"a reading (median {statistics.median(own):.2f}); the most it may spend for {TARGET} % "
             f"{max(0.0, min(budget)):.2f}-{max(budget):.2f} (median {statistics.median(budget):.2f}); "
             f"within budget in {sum(c.own <= c.budget for c in cpu)}",
-            f"InfluxDB spent more on the pipeline's points than on raw ones in {dearer}, less in {cheaper}, "
+            f"{era}InfluxDB spent more on the pipeline's points than on raw ones in {dearer}, less in {cheaper}, "
             f"the same in {len(cpu) - dearer - cheaper}",
-            f"predicted and measured ratio differ by {worst.predicted - worst.measured:+d} points at most "
+            f"{era}predicted and measured ratio differ by {worst.predicted - worst.measured:+d} points at most "
             f"(invocation {worst.number}); by more than 8 in "
             f"{sum(abs(c.predicted - c.measured) > 8 for c in cpu)}",
         ]
@@ -182,13 +199,20 @@ def plot(invocations: list[Invocation], cpu: list[CpuRow], out: Path) -> None:
         a.vlines(x, [min(i.runs) for i in group], [max(i.runs) for i in group], color=color, alpha=0.35, lw=1)
         a.plot(x, [i.ratio for i in group], "o", color=color, ms=4, label=label)
     a.axhline(TARGET, color="black", lw=0.8, ls="--")
+    first = min((i.number for i in invocations if i.scanner), default=None)
+    if first is not None:
+        a.axvline(first - 0.5, color="grey", lw=0.8, ls=":")
+        a.text(first - 0.5, a.get_ylim()[0], " compiled scanner", fontsize=7, color="grey", rotation=90,
+               va="bottom", ha="right")
     a.set_xlabel("invocation")
     a.set_ylabel("% of InfluxDB's raw rate (median, runs)")
     a.set_title("100 readings a message, every invocation", fontsize=10)
     a.legend(fontsize=8, loc="upper left")
 
     x = [r.number for r in cpu]
-    b.bar([str(n) for n in x], [r.own for r in cpu], color="#d62728", alpha=0.7, label="pipeline's own CPU")
+    scanned = {i.number for i in invocations if i.scanner}
+    b.bar([str(n) for n in x], [r.own for r in cpu], alpha=0.7, label="pipeline's own CPU",
+          color=["#2ca02c" if n in scanned else "#d62728" for n in x])
     b.plot([str(n) for n in x], [max(0.0, r.budget) for r in cpu], "k_", ms=7, mew=2,
            label=f"most it may spend for {TARGET} %")
     b.set_ylabel("µs of CPU a reading")

@@ -51,6 +51,19 @@ def test_sample_is_read_by_placement_and_found_consistent() -> None:
     assert "more on the pipeline's points than on raw ones in 1, less in 1, the same in 0" in text
 
 
+def test_invocations_with_the_compiled_scanner_are_summed_up_again_on_their_own() -> None:
+    era = "cores. Invocations from 3 on read gateway batches with the\ncompiled scanner.\n"
+    text = sample().replace("cores.\n", era)
+    inv, cpu = h.parse_invocations(text), h.parse_cpu(text)
+    assert [i.number for i in inv if i.scanner] == [3, 4, 5]
+    assert not any(i.scanner for i in h.parse_invocations(sample()))
+    lines = h.summary(inv, cpu)
+    assert "with the compiled scanner (from 3), shared cores: 1 invocations, medians 73-73 %" in "\n".join(lines)
+    assert "with the compiled scanner (from 3), InfluxDB on its own core: 2 invocations, medians 78-95 %" in \
+        "\n".join(lines)
+    assert any(line.startswith("with the compiled scanner (from 3), CPU table (1 shared") for line in lines)
+
+
 @pytest.mark.parametrize(("ratio", "cpu", "named"), [
     ("75 % (73, 75, 60)", "69 %", "invocation 3: median 75 %"),  # not the median of its runs
     ("73 % (73, 75, 60)", "71 %", "CPU row 3: 3.7 / 5.4 is not 71 %"),
