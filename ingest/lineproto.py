@@ -42,33 +42,31 @@ def _json(a: npt.NDArray[np.generic]) -> npt.NDArray[np.uint8]:
 
 
 @njit(cache=True, nogil=True, boundscheck=True)
+def _next_number(numbers, j, out, k, end):  # type: ignore[no-untyped-def]
+    """Copies the JSON array's number starting at `j`, then `end`; (index past its separator,
+    index past what was written)."""
+    s = j
+    while numbers[j] != 44 and numbers[j] != 93:  # "," or "]"
+        j += 1
+    out[k:k + j - s] = numbers[s:j]
+    k += j - s
+    out[k] = end
+    return j + 1, k + 1
+
+
+@njit(cache=True, nogil=True, boundscheck=True)
 def _interleave(sensor, values, times, prefixes, offsets, out):  # type: ignore[no-untyped-def]
     """Line k: the prefix of sensor[k], the k-th number of the JSON array `values`, a space, the
     k-th number of `times`, a newline; returns the length written into `out`."""
-    v = 1  # past each array's "["
-    t = 1
+    v = t = 1  # past each array's "["
     k = 0
     for r in range(sensor.shape[0]):
         a = offsets[sensor[r]]
         e = offsets[sensor[r] + 1]
         out[k:k + e - a] = prefixes[a:e]
         k += e - a
-        s = v
-        while values[v] != 44 and values[v] != 93:
-            v += 1
-        out[k:k + v - s] = values[s:v]
-        k += v - s
-        v += 1
-        out[k] = 32
-        k += 1
-        s = t
-        while times[t] != 44 and times[t] != 93:
-            t += 1
-        out[k:k + t - s] = times[s:t]
-        k += t - s
-        t += 1
-        out[k] = 10
-        k += 1
+        v, k = _next_number(values, v, out, k, 32)
+        t, k = _next_number(times, t, out, k, 10)
     return k
 
 
