@@ -4,9 +4,11 @@ The registry decides what a reading is: the topic names a sensor, the registry s
 region, unit and valid range. A per-sensor topic that passed once is cached with its sensor
 index, so the common message (a known sensor on its own topic, `{"ts": ..., "value": ...}`)
 costs one dict lookup, one `orjson.loads` and a few type checks; range, future and lateness
-checks then run once over the whole batch in numpy. Everything else (gateway batches, SenML,
-unit conversion, health fields, first sight of a topic, unregistered sensors) takes the
-general path, which names exactly what is wrong.
+checks then run once over the whole batch in numpy. The common gateway batch from a gateway
+topic seen before is read, with every other such batch in the same call, by the compiled
+scanner (ingest/gatewayscan.py) straight into columns. Everything else (a batch the scanner
+leaves alone, SenML, unit conversion, health fields, first sight of a topic, unregistered
+sensors) takes the general path, which names exactly what is wrong.
 
 Time policy (DESIGN §4, docs/decisions.md): a reading more than `future_tolerance_s` ahead of
 the receiving clock is rejected (`future_timestamp`); one older than `allowed_lateness_s` is,
@@ -45,6 +47,7 @@ from ingest.decode import (
 )
 from ingest.gatewayscan import GatewayScanner
 from ingest.hostclock import FleetClock
+from ingest.loglimit import LogLimit
 from ingest.reasons import Reason, Rejected, Rejection
 from ingest.senml import HEALTH, SenmlPack, is_senml
 from ingest.topics import Topic, parse_topic, topic_text
@@ -182,6 +185,7 @@ class MessageProcessor:
         # gateway topics of a known region -> (code, divisor) of that region, for the scanner
         self._gateway_regions: dict[str | bytes, tuple[int, int]] = {}
         self._scanner = GatewayScanner([s.id for s in sensors.sensors], [s.community for s in sensors.sensors])
+        self._scanner_log = LogLimit(per_window=3, what="gateway scanner failures")
         # gateway region prefix -> {sensor id: index} of sensors seen inside it
         self._inside: dict[str, dict[str, int]] = {}
         kinds = sensors.kinds
@@ -265,7 +269,8 @@ class MessageProcessor:
         try:
             counts, sensor, ts, value = self._scanner.scan(payloads, where)
         except Exception:  # a fault of the scanner's own: the usual path reads these the slow way
-            log.exception("gateway scanner failed on a batch of %d payloads; reading them one by one", len(js))
+            if self._scanner_log.allow("gateway scanner"):
+                log.exception("gateway scanner failed on a batch of %d payloads; reading them one by one", len(js))
             return None
         took = np.flatnonzero(np.asarray(counts) > 0)
         if took.shape[0] == 0:
