@@ -31,8 +31,9 @@ comparison. Before each subscriber and each baseline the script waits for Influx
 every run with its own baselines: on a shared 2-core machine single figures move by tens of
 percent, so the ratios are given per run and as their median. Prints a table (with the CPU
 time each subscriber's process and InfluxDB spent per reading: on two shared cores that is
-what the rates are made of) and the ratios the design targets (DESIGN §6), writes
-.state/bench/ingest.png.
+what the rates are made of), the pipeline roles' CPU by thread (decode, rules, paho's network
+thread, writes; MainThread is this script's polling), and the ratios the design targets
+(DESIGN §6), writes .state/bench/ingest.png.
 
 `--split` places the servers as a host that keeps InfluxDB apart would (docs/operations.md,
 "Sharing a host"): InfluxDB pinned to the first CPU this process may use, Mosquitto, the
@@ -330,6 +331,21 @@ def plot(results: list[dict[str, Any]], out: Path, placement: str) -> None:
     fig.savefig(out, dpi=110)
 
 
+def thread_lines(results: list[dict[str, Any]], modes: list[int]) -> list[str]:
+    """Where the pipeline roles' CPU went, by thread: µs a reading, median over the runs."""
+    out = []
+    for mode in modes:
+        for role in ("pipeline", "ingest-only"):
+            rs = [r for r in results if r["mode"] == mode and r["role"] == role and "threads" in r]
+            if not rs:
+                continue
+            us = {n: statistics.median(r["threads"].get(n, 0.0) / r["readings"] * 1e6 for r in rs)
+                  for n in {n for r in rs for n in r["threads"]}}
+            each = ", ".join(f"{n} {v:.2f}" for n, v in sorted(us.items(), key=lambda kv: -kv[1]) if v >= 0.005)
+            out.append(f"{mode}/msg {role}, CPU µs a reading by thread (medians): {each}")
+    return out
+
+
 def rates_by_role(results: list[dict[str, Any]], mode: int, key: str = "readings_s") -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for r in results:
@@ -418,6 +434,8 @@ def main() -> int:
                       f"{cpu:.2f}", f"{influx_cpu:.2f}" if stores else "",
                       f"{max(r['rss_mb'] for r in rs):.0f}" if sub else "")
     console.print(t)
+    for line in thread_lines(results, modes):
+        console.print(line, soft_wrap=True)
 
     def show(v: list[float], pct: bool) -> str:
         each = ", ".join(f"{x:.0%}" if pct else f"{x:.2f}x" for x in v)

@@ -49,12 +49,35 @@ def peak_rss_mb() -> float:
 
 
 _CPU_AT_START = [0.0]
+_THREAD_CPU_AT_START: dict[int, float] = {}
+
+
+def _thread_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds of each live Python thread, by its ident (with its name)."""
+    out = {}
+    for t in threading.enumerate():
+        if t.ident is not None:
+            with contextlib.suppress(OSError):  # ended in between
+                out[t.ident] = (t.name, time.clock_gettime(time.pthread_getcpuclockid(t.ident)))
+    return out
 
 
 def started() -> float:
     """The wall time a subscriber starts being timed; its CPU time is counted from here too."""
     _CPU_AT_START[0] = time.process_time()
+    _THREAD_CPU_AT_START.clear()
+    _THREAD_CPU_AT_START.update({k: cpu for k, (_, cpu) in _thread_cpu().items()})
     return time.time()
+
+
+def thread_cpu_since_start() -> dict[str, float]:
+    """CPU seconds each thread spent since `started()`, by thread name (threads of one name summed;
+    a thread that ended before this is in the process's total only)."""
+    out: dict[str, float] = {}
+    for ident, (name, cpu) in _thread_cpu().items():
+        name = name.split("-client-")[0]  # paho's network thread is named after the run's client id
+        out[name] = out.get(name, 0.0) + cpu - _THREAD_CPU_AT_START.get(ident, 0.0)
+    return out
 
 
 def report(**fields: Any) -> None:
@@ -259,7 +282,8 @@ def run_pipeline(a: argparse.Namespace) -> None:
         time.sleep(0.005)
     end = time.time()
     report(role=a.role, start=t0, end=end, messages=col.stats["messages"], readings=col.stats["readings"],
-           spooled=col.stats["spooled"], rejected=col.stats["rejected"], batches=col.stats["batches"])
+           spooled=col.stats["spooled"], rejected=col.stats["rejected"], batches=col.stats["batches"],
+           threads=thread_cpu_since_start())
     p.stop()
 
 
