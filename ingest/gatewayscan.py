@@ -24,8 +24,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
 
+from ingest.compiled import kernel
 from ingest.decode import SECONDS_BELOW, TS_MS_BELOW
 
 IntArray = npt.NDArray[np.int64]
@@ -43,14 +43,14 @@ _Q_SENSOR = np.frombuffer(b'"sensor"', np.uint8)
 _Q_VALUE = np.frombuffer(b'"value"', np.uint8)
 
 
-@njit(cache=True, nogil=True, boundscheck=True)
+@kernel
 def _ws(b, i, n):  # type: ignore[no-untyped-def]
     while i < n and (b[i] == 32 or b[i] == 10 or b[i] == 13 or b[i] == 9):
         i += 1
     return i
 
 
-@njit(cache=True, nogil=True, boundscheck=True)
+@kernel
 def _lit(b, i, n, lit):  # type: ignore[no-untyped-def]
     m = lit.shape[0]
     if i + m > n:
@@ -61,7 +61,7 @@ def _lit(b, i, n, lit):  # type: ignore[no-untyped-def]
     return True
 
 
-@njit(cache=True, nogil=True, boundscheck=True)
+@kernel
 def _sensor(b, i, n, table, ids, offs):  # type: ignore[no-untyped-def]
     """(registry index, index after the closing quote) of the id string starting at `i`, just
     after its opening quote; index -1 when it holds an escape or is not registered."""
@@ -94,7 +94,7 @@ def _sensor(b, i, n, table, ids, offs):  # type: ignore[no-untyped-def]
         slot = (slot + 1) & mask
 
 
-@njit(cache=True, nogil=True, boundscheck=True)
+@kernel
 def _ts(b, i, n):  # type: ignore[no-untyped-def]
     """(epoch ms, next index) of a positive JSON integer; ms -1 for anything else."""
     if i >= n or not (49 <= b[i] <= 57):
@@ -112,7 +112,7 @@ def _ts(b, i, n):  # type: ignore[no-untyped-def]
     return (t if t >= SECONDS_BELOW else t * 1000), i
 
 
-@njit(cache=True, nogil=True, boundscheck=True)
+@kernel
 def _number(b, i, n):  # type: ignore[no-untyped-def]
     """(value, next index, ok) of a JSON number that converts in one correctly rounded step."""
     neg = i < n and b[i] == 45
@@ -165,7 +165,7 @@ def _number(b, i, n):  # type: ignore[no-untyped-def]
     return (-f if neg else f), i, True
 
 
-@njit(cache=True, nogil=True, boundscheck=True)
+@kernel
 def _compact(b, i, n, table, ids, offs, comm, code, div, out_s, out_t, out_v, at):  # type: ignore[no-untyped-def]
     """The batch as gateways send it, `{"readings":[{"sensor":"…","ts":…,"value":…},…]}` with
     no spaces, byte for byte; -1 for anything else."""
@@ -197,7 +197,7 @@ def _compact(b, i, n, table, ids, offs, comm, code, div, out_s, out_t, out_v, at
             return -1
 
 
-@njit(cache=True, nogil=True, boundscheck=True)
+@kernel
 def _key(b, i, n):  # type: ignore[no-untyped-def]
     """(1 sensor, 2 ts, 3 value or 0, index after the key's closing quote); b[i] is its opening quote."""
     if i + 4 <= n and b[i + 1] == 116 and b[i + 2] == 115 and b[i + 3] == 34:
@@ -209,7 +209,7 @@ def _key(b, i, n):  # type: ignore[no-untyped-def]
     return 0, i
 
 
-@njit(cache=True, nogil=True, boundscheck=True)
+@kernel
 def _general(b, i, n, table, ids, offs, comm, code, div, out_s, out_t, out_v, at):  # type: ignore[no-untyped-def]
     """The same shape with any JSON spacing and key order; -1 for anything else."""
     i = _ws(b, i, n)
@@ -285,7 +285,7 @@ def _general(b, i, n, table, ids, offs, comm, code, div, out_s, out_t, out_v, at
     return k - at if i == n else -1
 
 
-@njit(cache=True, nogil=True, boundscheck=True)
+@kernel
 def _scan_all(b, ends, codes, divs, table, ids, offs, comm, out_s, out_t, out_v, counts):  # type: ignore[no-untyped-def]
     k = 0
     start = 0

@@ -23,9 +23,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import numpy.typing as npt
 import orjson
-from numba import njit
 
 from ews.sensors import SensorRegistry
+from ingest.compiled import kernel
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -41,7 +41,7 @@ def _json(a: npt.NDArray[np.generic]) -> npt.NDArray[np.uint8]:
     return np.frombuffer(orjson.dumps(np.ascontiguousarray(a), option=_NUMPY), np.uint8)
 
 
-@njit(cache=True, nogil=True, boundscheck=True)
+@kernel
 def _next_number(numbers, j, out, k, end):  # type: ignore[no-untyped-def]
     """Copies the JSON array's number starting at `j`, then `end`; (index past its separator,
     index past what was written)."""
@@ -54,7 +54,7 @@ def _next_number(numbers, j, out, k, end):  # type: ignore[no-untyped-def]
     return j + 1, k + 1
 
 
-@njit(cache=True, nogil=True, boundscheck=True)
+@kernel
 def _interleave(sensor, values, times, prefixes, offsets, out):  # type: ignore[no-untyped-def]
     """Line k: the prefix of sensor[k], the k-th number of the JSON array `values`, a space, the
     k-th number of `times`, a newline; returns the length written into `out`."""

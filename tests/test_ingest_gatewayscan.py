@@ -282,6 +282,24 @@ def test_a_fault_in_the_scanner_costs_speed_not_readings(
     assert len(after) == 6 and "gateway scanner failed" in caplog.text
 
 
+def test_compiled_code_works_where_nothing_may_be_cached(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """numba raises when a cached function is defined and no cache folder is writable (a
+    read-only install, a user without a home): the pipeline must still import and run."""
+    import numba.core.caching
+
+    from ingest import compiled
+
+    monkeypatch.setattr(numba.core.caching.CacheImpl, "_locator_classes", [])
+    monkeypatch.setattr(compiled, "_said", [False])
+    with pytest.raises(RuntimeError, match="no locator available"):  # what numba itself does
+        numba.njit(cache=True)(lambda x: x + 1)
+    with caplog.at_level(logging.WARNING, "ingest.compiled"):
+        twice = compiled.kernel(lambda a: a * 2)
+        assert twice(np.arange(3)).tolist() == [0, 2, 4]
+    assert "compiled at every start" in caplog.text and "NUMBA_CACHE_DIR" in caplog.text
+
+
 def test_line_protocol_is_each_reading_formatted_alone(mini_sensors: SensorRegistry) -> None:
     rng = np.random.default_rng(3)
     n = 2_000
