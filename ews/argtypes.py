@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from ews.hostport import split_listen
 from rules.expr import parse_duration_ms
 
 
@@ -94,7 +95,8 @@ def beijing_ms(text: str) -> int:
 
 def listen(text: str) -> str:
     """host:port to serve on (host optional: 127.0.0.1)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"must be host:port with a port of 1-65535, got {text!r}")
-    return f"{host or '127.0.0.1'}:{int(port)}"
+    try:
+        host, port = split_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return f"{host}:{port}"

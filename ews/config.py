@@ -13,6 +13,7 @@ from typing import Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ews import affinity
+from ews.hostport import split_listen
 from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
 from ews.yamlfile import ConfigError, Problem, load_model
@@ -185,6 +186,13 @@ class ChannelConfig(_Strict):
     listen: str | None = None  # cap: "host:port" to serve the Atom feed on
     base_url: str | None = None  # cap: the feed's public address
     contact: str | None = None  # cap: <contact> of every message
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v is not None:
+            split_listen(v, lowest=0)
+        return v
 
     @model_validator(mode="after")
     def _fields_of_type(self) -> ChannelConfig:

@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+from ews.hostport import split_listen
 from notifiers.cap import cap_time
 from notifiers.cap_store import CapStore
 
@@ -149,12 +150,12 @@ def serve(db: str, listen: str, base_url: str | None = None, title: str = "é¢„è­
     """Serve the feed of an existing CAP message file until SIGINT/SIGTERM (`ews cap-feed`)."""
     import signal
 
-    host, _, port = listen.rpartition(":")
+    host, port = split_listen(listen)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     store = CapStore(db)
-    server = CapFeedServer(store, host or "127.0.0.1", int(port), base_url=base_url, title=title).start()
+    server = CapFeedServer(store, host, port, base_url=base_url, title=title).start()
     print(f"CAP feed on {server.url}{FEED_PATH}", flush=True)
     stop.wait()
     server.stop()

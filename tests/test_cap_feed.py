@@ -137,3 +137,10 @@ def test_level_changes_reach_the_feed_through_the_outbox(
     finally:
         cap.close()
         store.close()
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:99999", "127.0.0.1", "127.0.0.1:http", ":-1"])
+def test_a_feed_address_no_server_could_bind_is_refused_with_the_configuration(tmp_path: Path, listen: str) -> None:
+    # it used to pass the configuration and fail at start: an OverflowError from bind(), or a bare ValueError
+    with pytest.raises(ValueError, match="must be host:port with a port of 0-65535"):
+        ChannelConfig(name="cap", type="cap", db=tmp_path / "cap.sqlite", listen=listen)

@@ -13,6 +13,7 @@ import sqlite3
 from pathlib import Path
 
 from ews.config import ChannelConfig
+from ews.hostport import split_listen
 from notifiers.cap import CapMessage, CapSettings, Reference, build, identifier, msg_type_for
 from notifiers.cap_feed import CapFeedServer
 from notifiers.cap_store import CapStore
@@ -45,10 +46,8 @@ class CapChannel(Channel):
         store = CapStore(Path(cfg.db))
         feed = None
         if cfg.listen:
-            host, _, port = cfg.listen.rpartition(":")
-            if not port.isdigit():
-                raise ValueError(f"cap channel {cfg.name}: listen must be host:port, not {cfg.listen!r}")
-            feed = CapFeedServer(store, host or "127.0.0.1", int(port), base_url=cfg.base_url,
+            host, port = split_listen(cfg.listen, lowest=0)  # checked when the configuration was read
+            feed = CapFeedServer(store, host, port, base_url=cfg.base_url,
                                  title=f"{cfg.sender_name} 预警信息", author=cfg.sender_name).start()
         return cls(cfg.name, store, settings, texts=packaged(cfg.language), retry=RetryPolicy.from_config(cfg),
                    feed=feed)
