@@ -8,9 +8,9 @@ import argparse
 import math
 from collections.abc import Callable
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from ews.hostport import split_listen
+from notifiers.templates import BEIJING
 from rules.expr import parse_duration_ms
 
 
@@ -90,7 +90,7 @@ def beijing_ms(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a time like '2024-07-01 08:00' (Beijing) or ISO 8601 with an offset") from None
-    return int((d.replace(tzinfo=ZoneInfo("Asia/Shanghai")) if d.tzinfo is None else d).timestamp() * 1000)
+    return int((d.replace(tzinfo=BEIJING) if d.tzinfo is None else d).timestamp() * 1000)
 
 
 def listen(text: str) -> str:
