@@ -131,11 +131,12 @@ class _Rows:
         self.origin += [origin] * n
         self.item += range(n)
 
-    def extend_arrays(self, cols: tuple[IntArray, IntArray, FloatArray, IntArray, IntArray]) -> None:
-        """Readings of whole messages as (sensor, ts, value, origin, item) arrays."""
+    def extend_arrays(self, cols: tuple[IntArray, IntArray, FloatArray, IntArray, IntArray], a: int, b: int) -> None:
+        """Readings of whole messages: rows a to b of the (sensor, ts, value, origin, item) arrays."""
         self._seal()
-        self._sealed.append(cols)
-        self._base += int(cols[0].shape[0])
+        s, t, v, o, i = cols
+        self._sealed.append((s[a:b], t[a:b], v[a:b], o[a:b], i[a:b]))
+        self._base += b - a
 
     def _seal(self) -> None:
         if self.sensor:  # cleared in place: `process` appends through bound methods of these lists
@@ -221,7 +222,7 @@ class MessageProcessor:
                     run_b = end
                     continue
                 if run_b > run_a:
-                    rows.extend_arrays(tuple(c[run_a:run_b] for c in scan[1]))  # type: ignore[arg-type]
+                    rows.extend_arrays(scan[1], run_a, run_b)
                     run_a = run_b
             topic, payload = m[0], m[1]
             idx = cache.get(topic)
@@ -247,7 +248,7 @@ class MessageProcessor:
             except Rejected as exc:
                 rejections.append(Rejection(exc.reason, exc.detail, text, payload))
         if scan is not None and run_b > run_a:
-            rows.extend_arrays(tuple(c[run_a:run_b] for c in scan[1]))  # type: ignore[arg-type]
+            rows.extend_arrays(scan[1], run_a, run_b)
         return self._finish(rows, rejections, unregistered, status, messages, now_ms, live)
 
     def _scan_gateways(self, messages: Sequence[tuple[Any, ...]]
@@ -272,14 +273,16 @@ class MessageProcessor:
             if self._scanner_log.allow("gateway scanner"):
                 log.exception("gateway scanner failed on a batch of %d payloads; reading them one by one", len(js))
             return None
-        took = np.flatnonzero(np.asarray(counts) > 0)
-        if took.shape[0] == 0:
+        c = np.asarray(counts)
+        took = c > 0
+        if not took.any():
             return None
-        n = np.asarray(counts)[took]
+        n = c[took]
         ends = np.cumsum(n)
-        origin = np.repeat(np.asarray(js)[took], n)
+        scanned = np.asarray(js)[took]
+        origin = np.repeat(scanned, n)
         item = np.arange(int(ends[-1])) - np.repeat(ends - n, n)
-        return dict(zip(np.asarray(js)[took].tolist(), ends.tolist(), strict=True)), (sensor, ts, value, origin, item)
+        return dict(zip(scanned.tolist(), ends.tolist(), strict=True)), (sensor, ts, value, origin, item)
 
     def _finish(
         self, rows: _Rows, rejections: list[Rejection], unregistered: list[Unregistered], status: int,
