@@ -105,10 +105,11 @@ class Spool:
             self.bytes += size
             self.readings += n
             seq = max(seq, file_seq)
-        for _, file_seq, _ in batches(self.quarantine):
+        self.quarantine_bytes = 0
+        for path, file_seq, _ in batches(self.quarantine):
             seq = max(seq, file_seq)
+            self.quarantine_bytes += path.stat().st_size
         self._seq = seq
-        self.quarantine_bytes = self._quarantine_size()
         metrics.SPOOL_LIMIT_BYTES.labels(target).set(max_bytes)
         metrics.initialise(metrics.QUARANTINED, (target,))
         metrics.initialise(metrics.QUARANTINE_DROPPED, (target,))
