@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ingest.compiled import kernel
+from ews.compiled import kernel
 from ingest.decode import SECONDS_BELOW, TS_MS_BELOW
 
 IntArray = npt.NDArray[np.int64]

@@ -24,8 +24,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from ews.compiled import kernel
 from ews.sensors import SensorRegistry
-from ingest.compiled import kernel
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]

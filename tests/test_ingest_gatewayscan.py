@@ -288,13 +288,13 @@ def test_compiled_code_works_where_nothing_may_be_cached(
     read-only install, a user without a home): the pipeline must still import and run."""
     import numba.core.caching
 
-    from ingest import compiled
+    from ews import compiled
 
     monkeypatch.setattr(numba.core.caching.CacheImpl, "_locator_classes", [])
     monkeypatch.setattr(compiled, "_said", [False])
     with pytest.raises(RuntimeError, match="no locator available"):  # what numba itself does
         numba.njit(cache=True)(lambda x: x + 1)
-    with caplog.at_level(logging.WARNING, "ingest.compiled"):
+    with caplog.at_level(logging.WARNING, "ews.compiled"):
         twice = compiled.kernel(lambda a: a * 2)
         assert twice(np.arange(3)).tolist() == [0, 2, 4]
     assert "compiled at every start" in caplog.text and "NUMBA_CACHE_DIR" in caplog.text

@@ -1,5 +1,6 @@
-"""How the ingest hot path's numba functions are compiled: bounds-checked, without the
-interpreter lock, and cached on disk where numba finds a folder it may write.
+"""How the hot path's numba functions (ingest's gateway scanner and line protocol, the
+detectors' kernels) are compiled: bounds-checked, without the interpreter lock, and cached on
+disk where numba finds a folder it may write.
 
 numba refuses to cache (a RuntimeError when the function is defined, i.e. when the module is
 imported) if neither `NUMBA_CACHE_DIR`, the source's `__pycache__` nor the user's cache folder
@@ -26,6 +27,6 @@ def kernel(fn: Callable[..., Any]) -> Any:
     except RuntimeError as exc:  # no writable cache folder
         if not _said[0]:
             _said[0] = True
-            log.warning("compiled ingest code cannot be cached (%s): it is compiled at every start; set "
+            log.warning("compiled code cannot be cached (%s): it is compiled at every start; set "
                         "NUMBA_CACHE_DIR to a writable folder", exc)
         return njit(cache=False, nogil=True, boundscheck=True)(fn)
