@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.windows import NO_TS, BoolArray, Commit, FloatArray, IntArray, leading, previous, unchanged
+from ews.compiled import kernel
 
 
 class OutOfRange:
@@ -102,29 +103,38 @@ class Stuck:
 
     def quiet(self, s: IntArray, t: IntArray, v: FloatArray, n: IntArray) -> Commit | None:
         if (self.tolerance[s] != 0).any():
-            return None  # a run's reference is its first value: only exact repeats are vectorised
-        k, m = v.shape
-        valid = leading(n, m)
-        same = v == previous(v, self.ref[s])  # NaN never equals: a new run, as in `flags`
-        pos = np.arange(m)[None, :]
-        start = np.maximum.accumulate(np.where(same, -1, pos), axis=1)  # -1: run began earlier
-        i = np.arange(k)[:, None]
-        begun = start >= 0
-        since = np.where(begun, t[i, np.maximum(start, 0)], self.since[s][:, None])
-        count = np.where(begun, pos - start + 1, self.count[s][:, None] + pos + 1)
-        exempt = (v[:, :, None] == self.ignore[None, None, :]).any(axis=2)
-        flagged = (t - since >= self.duration_ms) & (count >= self.min_readings) & ~exempt
-        if (flagged & valid).any():
+            return None  # a run's reference is its first value: only exact repeats are compiled
+        ref, since, count = self.ref[s], self.since[s], self.count[s]
+        if not _stuck_runs(ref, since, count, t, v, n, self.ignore, self.duration_ms, self.min_readings):
             return None
-        j = np.arange(k)
-        at = n - 1
-        ref = np.where(begun[j, at], v[j, np.maximum(start[j, at], 0)], self.ref[s])
-        since_end, count_end = since[j, at], count[j, at]
 
         def store() -> None:
-            self.ref[s], self.since[s], self.count[s] = ref, since_end, count_end
+            self.ref[s], self.since[s], self.count[s] = ref, since, count
 
         return store
+
+
+@kernel
+def _stuck_runs(ref: FloatArray, since: IntArray, count: IntArray, t: IntArray, v: FloatArray, n: IntArray,
+                ignore: FloatArray, duration_ms: int, min_readings: int) -> bool:
+    """`Stuck.flags` reading by reading along each row, on copies of its state (updated in
+    place); False as soon as one reading would be flagged."""
+    for i in range(v.shape[0]):
+        r, since_i, count_i = ref[i], since[i], count[i]
+        for c in range(n[i]):
+            x = v[i, c]
+            if x == r:  # NaN never equals: a new run, as in `flags`
+                count_i += 1
+            else:
+                r, since_i, count_i = x, t[i, c], 1
+            if t[i, c] - since_i >= duration_ms and count_i >= min_readings:
+                exempt = False
+                for g in ignore:
+                    exempt |= x == g
+                if not exempt:
+                    return False
+        ref[i], since[i], count[i] = r, since_i, count_i
+    return True
 
 
 class Drift:
@@ -172,18 +182,12 @@ class Drift:
         if not top < self.min_level:
             return None
         mean, last, next_check = self.mean[s], self.last_ts[s], self.next_check[s]
-        checked = np.zeros(s.shape[0], np.bool_)
-        for c in range(v.shape[1]):
-            ok = valid[:, c]
-            tc, vc = t[:, c], v[:, c]
-            dt = np.where(last == NO_TS, 0, tc - last)
-            with np.errstate(invalid="ignore"):
-                alpha = np.where(np.isnan(mean), 1.0, -np.expm1(-dt / self.tau_ms))
-                mean = np.where(ok, np.where(np.isnan(mean), vc, mean + alpha * (vc - mean)), mean)
-            last = np.where(ok, tc, last)
-            due = ok & (tc >= next_check)
-            checked |= due
-            next_check = np.where(due, tc + self.every_ms, next_check)
+        # the smoothing factor of every reading at once (the same ufunc as `flags`), then the
+        # means reading by reading along each row, compiled
+        prev = previous(t, last)
+        with np.errstate(invalid="ignore"):
+            alpha = -np.expm1(-np.where(prev == NO_TS, 0, t - prev) / self.tau_ms)
+        checked = _drift_means(mean, last, next_check, t, v, alpha, n, self.every_ms)
 
         def store() -> None:
             self.mean[s], self.last_ts[s], self.next_check[s] = mean, last, next_check
@@ -201,6 +205,25 @@ class Drift:
         high = x > self.high * med if np.isfinite(self.high) else np.zeros_like(judged)
         out: BoolArray = judged & ((x < self.low * med) | high)
         return out
+
+
+@kernel
+def _drift_means(mean: FloatArray, last: IntArray, next_check: IntArray, t: IntArray, v: FloatArray,
+                 alpha: FloatArray, n: IntArray, every_ms: int) -> BoolArray:
+    """`Drift.flags`' means and check times reading by reading along each row, in place;
+    which rows came to a check."""
+    checked = np.zeros(v.shape[0], np.bool_)
+    for i in range(v.shape[0]):
+        m, due = mean[i], next_check[i]
+        for c in range(n[i]):
+            m = v[i, c] if np.isnan(m) else m + alpha[i, c] * (v[i, c] - m)
+            if t[i, c] >= due:
+                checked[i] = True
+                due = t[i, c] + every_ms
+        mean[i], next_check[i] = m, due
+        if n[i]:
+            last[i] = t[i, n[i] - 1]
+    return checked
 
 
 def nanmedian_rows(x: FloatArray) -> tuple[FloatArray, npt.NDArray[np.int64]]:

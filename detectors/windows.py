@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +40,7 @@ import numpy.typing as npt
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+G = TypeVar("G", bound=np.generic)
 
 TS, VAL, BEF = 0, 1, 2  # fields of a slot
 
@@ -62,9 +64,9 @@ def leading(n: IntArray, m: int) -> BoolArray:
     return out
 
 
-def previous(v: FloatArray, before: FloatArray) -> FloatArray:
+def previous(v: npt.NDArray[G], before: npt.NDArray[G]) -> npt.NDArray[G]:
     """(k, m) the reading before each one in its row: `before[i]` (the held state) for the first."""
-    out = np.empty_like(v)
+    out: npt.NDArray[G] = np.empty_like(v)
     out[:, 0] = before
     out[:, 1:] = v[:, :-1]
     return out

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from detectors import load_kernels
 from detectors.accumulate import Accumulator
 from detectors.area import AreaCounter
 from detectors.counter import CounterDecoder
@@ -118,6 +119,7 @@ class RuleEngine:
         self.registry = sensors
         self.start_ms = int(time.time() * 1000) if start_ms is None else int(start_ms)
         self.bind_problems: list[str] = []
+        load_kernels()
         self.quiet_stretches = True  # several readings per sensor: try the one-pass path first
         self.bindings: list[Binding] = []
         for spec in ruleset.rules:
