@@ -277,6 +277,8 @@ class RuleEngine:
         first[1:] = rows[1:] != rows[:-1]
         rank = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
         done = quiet_rounds(ks, rows, ts, value, rank) if self.quiet_stretches else 0
+        if done > int(rank.max()):
+            return  # all of it was one quiet stretch
         by_round = np.lexsort((rows, rank))
         bounds = np.searchsorted(rank[by_round], np.arange(int(rank.max()) + 2))
         for r in range(done, bounds.shape[0] - 1):
