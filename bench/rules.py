@@ -1,0 +1,131 @@
+"""The rules engine alone on the ingest benchmark's stream: the detectors' compiled kernels
+against the whole-array numpy forms they replaced.
+
+    .venv/bin/python -P bench/rules.py [--messages 200000] [--rounds 7]
+
+The stream is bench/ingest.py's with 100 readings a message (the sample district's 305
+sensors at their nominal intervals, about 30 hours of quiet readings), decoded as the
+pipeline decodes it, and fed to a fresh engine (sample rules, Guangdong profile) in batches of
+20,100 readings (what the pipeline's rules thread takes a step when gateways send 100
+readings a message at full speed) and of 5,000. Each round times both variants on the same
+batches, one after the other, in this process's CPU time:
+
+- compiled: the engine as shipped (detectors' numba kernels: binary search of the windows,
+  stuck-value runs, drift means);
+- baseline: the same engine with detectors/reference.py's numpy forms of those kernels.
+
+Both must leave the same windows and raise the same level changes. Prints the medians of the
+rounds and their ratio. (-P keeps bench/ off the import path.)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]  # as -P does
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import importlib.util  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+import numpy as np  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import Progress  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import detectors.accumulate  # noqa: E402
+import detectors.faults  # noqa: E402
+from detectors import reference  # noqa: E402
+from ews.config import RegistryConfig  # noqa: E402
+from ews.models import LevelChange, ReadingBatch  # noqa: E402
+from ingest.process import MessageProcessor  # noqa: E402
+from rules.engine import RuleEngine  # noqa: E402
+from rules.loader import load_rules  # noqa: E402
+
+console = Console(width=110)
+SIZES = (20_100, 5_000)
+
+
+@contextlib.contextmanager
+def numpy_forms() -> Iterator[None]:
+    kept = detectors.accumulate._first_after, detectors.faults._stuck_runs, detectors.faults._drift_means
+    detectors.accumulate._first_after = reference.first_after
+    detectors.faults._stuck_runs, detectors.faults._drift_means = reference.stuck_runs, reference.drift_means
+    try:
+        yield
+    finally:
+        detectors.accumulate._first_after, detectors.faults._stuck_runs, detectors.faults._drift_means = kept
+
+
+def readings(n: int) -> tuple[ReadingBatch, RegistryConfig]:
+    spec = importlib.util.spec_from_file_location("bench_ingest", _HERE / "ingest.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    reg = RegistryConfig.sample()
+    sensors, regions = reg.load().sensors, reg.load().regions
+    msgs, _ = mod.stream(sensors, n, 100)
+    proc = MessageProcessor(sensors, regions)
+    out = [proc.process([(t.encode(), p) for t, p in msgs[i:i + 250]], int(time.time() * 1000))
+           for i in range(0, len(msgs), 250)]
+    return ReadingBatch(np.concatenate([o.sensor for o in out]), np.concatenate([o.ts_ms for o in out]),
+                        np.concatenate([o.value for o in out])), reg
+
+
+def run(engine: RuleEngine, stream: ReadingBatch, size: int) -> tuple[float, list[LevelChange]]:
+    """CPU µs a reading, and the changes raised."""
+    changes: list[LevelChange] = []
+    spent = 0.0
+    for a in range(0, len(stream), size):
+        b = ReadingBatch(stream.sensor[a:a + size], stream.ts_ms[a:a + size], stream.value[a:a + size])
+        t = time.thread_time()
+        changes += engine.process(b, now_ms=int(b.ts_ms[-1]))
+        spent += time.thread_time() - t
+    return spent / len(stream) * 1e6, changes
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--messages", type=int, default=200_000, help="readings in the stream")
+    ap.add_argument("--rounds", type=int, default=7)
+    a = ap.parse_args()
+    stream, reg = readings(a.messages)
+    sensors = reg.load().sensors
+    ruleset = load_rules(None, ["guangdong"])
+    start = int(stream.ts_ms[0])
+    figures: dict[tuple[int, str], list[float]] = {(s, v): [] for s in SIZES for v in ("compiled", "baseline")}
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("rounds", total=a.rounds * len(SIZES))
+        for _ in range(a.rounds):
+            for size in SIZES:
+                fast = RuleEngine(ruleset, sensors, start_ms=start)
+                slow = RuleEngine(ruleset, sensors, start_ms=start)
+                us, seen = run(fast, stream, size)
+                with numpy_forms():
+                    base, want = run(slow, stream, size)
+                assert list(map(repr, seen)) == list(map(repr, want))
+                for kf, ks in zip(fast.kinds, slow.kinds, strict=True):
+                    assert np.array_equal(kf.windows.data, ks.windows.data)
+                figures[size, "compiled"].append(us)
+                figures[size, "baseline"].append(base)
+                progress.advance(task)
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    t = Table(title=f"rules engine, {len(stream):,} readings (100 a message), CPU µs a reading, median of "
+                    f"{a.rounds} (load average {load})")
+    for col in ("batch", "compiled", "baseline", "compiled / baseline"):
+        t.add_column(col, justify="right")
+    for size in SIZES:
+        new, old = (statistics.median(figures[size, v]) for v in ("compiled", "baseline"))
+        t.add_row(f"{size:,}", f"{new:.3f}", f"{old:.3f}", f"{new / old:.2f}")
+    console.print(t)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
