@@ -64,6 +64,19 @@ def test_invocations_with_the_compiled_scanner_are_summed_up_again_on_their_own(
     assert any(line.startswith("with the compiled scanner (from 3), CPU table (1 shared") for line in lines)
 
 
+def test_invocations_with_the_detectors_kernels_are_summed_up_again_on_their_own() -> None:
+    eras = ("cores. Invocations from 2 on read gateway batches with the compiled scanner.\n"
+            "Invocations from 4 on also run the detectors' compiled\nkernels.\n")
+    text = sample().replace("cores.\n", eras)
+    inv = h.parse_invocations(text)
+    assert [i.number for i in inv if i.scanner] == [2, 3, 4, 5]
+    assert [i.number for i in inv if i.kernels] == [4, 5]
+    lines = "\n".join(h.summary(inv, h.parse_cpu(text)))
+    assert "with the detectors' kernels (from 4), InfluxDB on its own core: 2 invocations, medians 78-95 %" in lines
+    assert "with the detectors' kernels (from 4), shared cores" not in lines  # none of them shared
+    assert "with the compiled scanner (from 2), shared cores: 1 invocations, medians 73-73 %" in lines
+
+
 @pytest.mark.parametrize(("ratio", "cpu", "named"), [
     ("75 % (73, 75, 60)", "69 %", "invocation 3: median 75 %"),  # not the median of its runs
     ("73 % (73, 75, 60)", "71 %", "CPU row 3: 3.7 / 5.4 is not 71 %"),
