@@ -11,7 +11,7 @@ readings a message at full speed) and of 5,000. Each round times both variants o
 batches, one after the other, in this process's CPU time:
 
 - compiled: the engine as shipped (detectors' numba kernels: binary search of the windows,
-  stuck-value runs, drift means);
+  stuck-value runs, drift means, appending a stretch to the windows, the threshold proof);
 - baseline: the same engine with detectors/reference.py's numpy forms of those kernels.
 
 Both must leave the same windows and raise the same level changes. Prints the medians of the
@@ -41,6 +41,8 @@ from rich.table import Table  # noqa: E402
 
 import detectors.accumulate  # noqa: E402
 import detectors.faults  # noqa: E402
+import detectors.threshold  # noqa: E402
+import detectors.windows  # noqa: E402
 from detectors import reference  # noqa: E402
 from ews.config import RegistryConfig  # noqa: E402
 from ews.models import LevelChange, ReadingBatch  # noqa: E402
@@ -52,15 +54,23 @@ console = Console(width=110)
 SIZES = (20_100, 5_000)
 
 
+KERNELS = [(detectors.accumulate, "_first_after", reference.first_after),
+           (detectors.faults, "_stuck_runs", reference.stuck_runs),
+           (detectors.faults, "_drift_means", reference.drift_means),
+           (detectors.windows, "_append_runs", reference.append_runs),
+           (detectors.threshold, "_quiet_since", reference.quiet_since)]
+
+
 @contextlib.contextmanager
 def numpy_forms() -> Iterator[None]:
-    kept = detectors.accumulate._first_after, detectors.faults._stuck_runs, detectors.faults._drift_means
-    detectors.accumulate._first_after = reference.first_after
-    detectors.faults._stuck_runs, detectors.faults._drift_means = reference.stuck_runs, reference.drift_means
+    kept = [getattr(module, name) for module, name, _ in KERNELS]
+    for module, name, form in KERNELS:
+        setattr(module, name, form)
     try:
         yield
     finally:
-        detectors.accumulate._first_after, detectors.faults._stuck_runs, detectors.faults._drift_means = kept
+        for (module, name, _), k in zip(KERNELS, kept, strict=True):
+            setattr(module, name, k)
 
 
 def readings(n: int) -> tuple[ReadingBatch, RegistryConfig]:

@@ -7,8 +7,8 @@ import numpy as np
 
 from detectors.accumulate import _first_after, rolling_sums
 from detectors.faults import _drift_means, _stuck_runs
-from detectors.threshold import ThresholdDetector
-from detectors.windows import Windows, capacity_for
+from detectors.threshold import ThresholdDetector, _quiet_since
+from detectors.windows import Windows, _append_runs, capacity_for
 
 __all__ = ["ThresholdDetector", "Windows", "capacity_for", "load_kernels", "rolling_sums"]
 
@@ -23,3 +23,5 @@ def load_kernels() -> None:
     _first_after(np.zeros(3), i1, i1.copy(), 0, 1, i1, i2)
     _stuck_runs(f1, i1, i1.copy(), i2, f2, i1.copy(), np.zeros(0), 1, 1)
     _drift_means(f1, i1, i1.copy(), i2, f2, f2.copy(), i1.copy(), 1)
+    _append_runs(np.zeros((1, 3)), i1, i1.copy(), i1.copy(), f1, f1.copy(), 1, 0, 1, i1.copy(), i2, f2, i1.copy())
+    _quiet_since(f2, f2.copy(), i2, i1, i2.copy(), np.zeros((1, 1, 1)), i1.copy(), True)

@@ -1,16 +1,17 @@
 """The detectors' compiled kernels written as whole-array numpy, the form they replaced.
 
 Same arguments and results as each kernel (`detectors.accumulate._first_after`,
-`detectors.faults._stuck_runs`, `detectors.faults._drift_means`): the tests hold every kernel
-to its form here on random inputs, bit for bit, and `bench/rules.py` runs the engine on these
-as the baseline of the kernels' figures. Nothing on the hot path calls them.
+`detectors.faults._stuck_runs`, `detectors.faults._drift_means`,
+`detectors.windows._append_runs`, `detectors.threshold._quiet_since`): the tests hold every
+kernel to its form here on random inputs, bit for bit, and `bench/rules.py` runs the engine on
+these as the baseline of the kernels' figures. Nothing on the hot path calls them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from detectors.windows import TS, BoolArray, FloatArray, IntArray, leading, previous
+from detectors.windows import BEF, NO_TS, TS, VAL, BoolArray, FloatArray, IntArray, leading, previous
 
 
 def first_after(data: FloatArray, end: IntArray, count: IntArray, mask: int, n: int, rows: IntArray,
@@ -73,3 +74,58 @@ def drift_means(mean: FloatArray, last: IntArray, next_check: IntArray, t: IntAr
         due = np.where(now_due, tc + every_ms, due)
     mean[:], last[:], next_check[:] = m, lt, due
     return checked
+
+
+def append_runs(data: FloatArray, end: IntArray, count: IntArray, last_ts: IntArray, total: FloatArray,
+                newest_before: FloatArray, capacity: int, mask: int, n_rows: int, rows: IntArray, ts: IntArray,
+                value: FloatArray, n: IntArray) -> tuple[IntArray, FloatArray]:
+    """Every row's readings into the ring as one block, the running sums as one cumsum along
+    the rows (the same additions, left to right), in place; the slots written and what they
+    held."""
+    k, m = ts.shape
+    pos = np.arange(m)[None, :]
+    valid = leading(n, m)
+    end0, count0 = end[rows], count[rows]
+    sums = np.empty((k, m + 1))
+    sums[:, 0] = total[rows]
+    sums[:, 1:] = np.where(valid, value, 0.0)
+    np.cumsum(sums, axis=1, out=sums)
+    kept = valid & (pos >= n[:, None] - capacity)
+    flat = (((end0[:, None] + pos) & mask) * n_rows + rows[:, None])[kept]
+    old = data[flat]
+    block = np.empty((flat.shape[0], 3))
+    block[:, TS] = ts[kept]
+    block[:, VAL] = value[kept]
+    block[:, BEF] = sums[:, :m][kept]
+    data[flat] = block
+    i = np.arange(k)
+    end[rows] = end0 + n
+    count[rows] = np.minimum(count0 + n, capacity)
+    last_ts[rows] = ts[i, n - 1]
+    newest_before[rows] = sums[i, n - 1]
+    total[rows] = sums[i, n]
+    return flat, old
+
+
+def quiet_since(enter: FloatArray, exit_: FloatArray, below_since: IntArray, rows: IntArray, ts: IntArray,
+                value: FloatArray, n: IntArray, timed: bool) -> IntArray | None:
+    """None if a reading is above an enter threshold; else each (subject, column)'s exit timer
+    after the readings, from where the trailing run of readings below began (NO_TS untimed)."""
+    k, m = ts.shape
+    valid = leading(n, m)
+    e = enter[rows][:, None, :]
+    with np.errstate(invalid="ignore"):
+        if ((value >= e) & valid[:, :, None]).any():
+            return None
+        if not timed:
+            return np.full((k, enter.shape[1]), NO_TS, np.int64)
+        below = (value < exit_[rows][:, None, :]) | np.isnan(e)
+    pos = np.arange(m)[None, :, None]
+    last_not = np.where(~below & valid[:, :, None], pos, -1).max(axis=1)  # (k, C)
+    first = np.minimum(last_not + 1, m - 1)
+    i = np.arange(k)[:, None]
+    since = np.where(last_not + 1 < n[:, None], ts[i, first], NO_TS)
+    old = below_since[rows]
+    carried = np.where(old == NO_TS, ts[:, :1], old)
+    out: IntArray = np.where(last_not < 0, carried, since)
+    return out

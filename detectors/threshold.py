@@ -32,7 +32,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from detectors.windows import BoolArray, Commit, FloatArray, IntArray, leading, unchanged
+from detectors.windows import BoolArray, Commit, FloatArray, IntArray, unchanged
+from ews.compiled import kernel
 
 NO_TS = np.iinfo(np.int64).min  # a hold timer that is not running
 
@@ -46,7 +47,7 @@ class ThresholdDetector:
         hold_exit_ms: IntArray | int = 0,
         levels: npt.ArrayLike | None = None,
     ):
-        enter = np.asarray(enter, np.float64)
+        enter = np.ascontiguousarray(enter, np.float64)  # the compiled quiet pass reads it row by row
         if enter.ndim != 2:
             raise ValueError("enter thresholds must be an array (n_subjects, n_levels)")
         hyst = np.broadcast_to(np.asarray(hysteresis, np.float64), enter.shape)
@@ -116,24 +117,13 @@ class ThresholdDetector:
         """
         if self.active[rows].any():
             return None
-        k, m = ts.shape
-        valid = leading(n, m)
-        enter = self.enter[rows][:, None, :]
-        with np.errstate(invalid="ignore"):
-            if ((value >= enter) & valid[:, :, None]).any():
-                return None
-            if not self._timed:
-                return unchanged
-            below = (value < self.exit[rows][:, None, :]) | np.isnan(enter)
-        # the exit timer runs from the first reading of the trailing run of readings below
-        pos = np.arange(m)[None, :, None]
-        last_not = np.where(~below & valid[:, :, None], pos, -1).max(axis=1)  # (k, C)
-        first = np.minimum(last_not + 1, m - 1)
-        i = np.arange(k)[:, None]
-        since = np.where(last_not + 1 < n[:, None], ts[i, first], NO_TS)
-        old = self.below_since[rows]
-        carried = np.where(old == NO_TS, ts[:, :1], old)
-        since = np.where(last_not < 0, carried, since)
+        since = _quiet_since(self.enter, self.exit, self.below_since, np.ascontiguousarray(rows, np.int64),
+                             np.ascontiguousarray(ts, np.int64), np.ascontiguousarray(value, np.float64),
+                             np.ascontiguousarray(n, np.int64), self._timed)
+        if since is None:
+            return None
+        if not self._timed:
+            return unchanged
 
         def store() -> None:
             self.above_since[rows] = NO_TS
@@ -158,3 +148,31 @@ def level_of(active: BoolArray, level_values: npt.NDArray[np.int8]) -> npt.NDArr
     for c in range(active.shape[1]):
         np.maximum(out, active[:, c] * level_values[c], out=out)
     return out
+
+
+@kernel
+def _quiet_since(enter: FloatArray, exit_: FloatArray, below_since: IntArray, rows: IntArray, ts: IntArray,
+                 value: FloatArray, n: IntArray, timed: bool) -> IntArray | None:
+    """None if a reading is above an enter threshold; else each (subject, column)'s exit timer
+    after the readings: from the first reading of the trailing run of readings below (a
+    reading in the band restarts it), carried over if every reading was below."""
+    k, _, columns = value.shape
+    since = np.full((k, columns), NO_TS, np.int64)
+    for i in range(k):
+        r = rows[i]
+        for c in range(columns):
+            e, x = enter[r, c], exit_[r, c]
+            last_not = -1
+            for j in range(n[i]):
+                v = value[i, j, c]
+                if v >= e:  # NaN thresholds (absent levels) compare False
+                    return None
+                if not (v < x or np.isnan(e)):
+                    last_not = j
+            if not timed:
+                continue
+            if last_not < 0:
+                since[i, c] = ts[i, 0] if below_since[r, c] == NO_TS else below_since[r, c]
+            elif last_not + 1 < n[i]:
+                since[i, c] = ts[i, last_not + 1]
+    return since

@@ -37,6 +37,8 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from ews.compiled import kernel
+
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -209,37 +211,20 @@ class Windows:
 
     def append_runs(self, rows: IntArray, ts: IntArray, value: FloatArray, n: IntArray) -> Undo:
         """Append several readings per row at once: exactly what `n[i]` appends of one reading
-        each would store (the running sums are a left-to-right cumsum, the same additions).
+        each would store (the running sums are the same additions, left to right).
 
         `rows` unique; `ts`, `value` of shape (k, m), row i's readings in its first `n[i]`
         columns, ts increasing and newer than the row's newest. Of more readings than the ring
         holds only the newest are stored, as appends would leave it. Returns what `undo` needs
         to put the rows back as they were.
         """
-        k, m = ts.shape
-        pos = np.arange(m)[None, :]
-        valid = leading(n, m)
-        end0, count0 = self.end[rows], self.count[rows]
-        sums = np.empty((k, m + 1))
-        sums[:, 0] = self.total[rows]
-        sums[:, 1:] = np.where(valid, value, 0.0)
-        np.cumsum(sums, axis=1, out=sums)
-        kept = valid & (pos >= n[:, None] - self.capacity)
-        flat = self.flat(rows[:, None], end0[:, None] + pos)[kept]
-        undo = Undo(rows, flat, self.data[flat], end0, count0, self.last_ts[rows], self.total[rows],
-                    self.newest_before[rows], self.rewritten[rows])
-        block = np.empty((flat.shape[0], 3))
-        block[:, TS] = ts[kept]
-        block[:, VAL] = value[kept]
-        block[:, BEF] = sums[:, :m][kept]
-        self.data[flat] = block
-        i = np.arange(k)
-        self.end[rows] = end0 + n
-        self.count[rows] = np.minimum(count0 + n, self.capacity)
-        self.last_ts[rows] = ts[i, n - 1]
-        self.newest_before[rows] = sums[i, n - 1]
-        self.total[rows] = sums[i, n]
-        return undo
+        before = (self.end[rows], self.count[rows], self.last_ts[rows], self.total[rows],
+                  self.newest_before[rows], self.rewritten[rows])
+        flat, old = _append_runs(self.data, self.end, self.count, self.last_ts, self.total, self.newest_before,
+                                 self.capacity, self.mask, self.n, np.ascontiguousarray(rows, np.int64),
+                                 np.ascontiguousarray(ts, np.int64), np.ascontiguousarray(value, np.float64),
+                                 np.ascontiguousarray(n, np.int64))
+        return Undo(rows, flat, old, *before)
 
     def undo(self, u: Undo) -> None:
         self.data[u.flat] = u.data
@@ -309,3 +294,37 @@ class Windows:
             k = int(np.searchsorted(ts, until_ts, side="right"))
             ts, vals = ts[:k], vals[:k]
         return [(int(a), float(b)) for a, b in zip(ts[-n:], vals[-n:], strict=True)]
+
+
+@kernel
+def _append_runs(data: FloatArray, end: IntArray, count: IntArray, last_ts: IntArray, total: FloatArray,
+                 newest_before: FloatArray, capacity: int, mask: int, n_rows: int, rows: IntArray, ts: IntArray,
+                 value: FloatArray, n: IntArray) -> tuple[IntArray, FloatArray]:
+    """`Windows.append_runs` row by row, in place; the slots written and what they held."""
+    size = 0
+    for i in range(rows.shape[0]):
+        size += min(n[i], capacity)
+    flat = np.empty(size, np.int64)
+    old = np.empty((size, 3))
+    q = 0
+    for i in range(rows.shape[0]):
+        r, e0 = rows[i], end[rows[i]]
+        s = prior = total[r]
+        for c in range(n[i]):
+            prior = s
+            s = s + value[i, c]
+            if c >= n[i] - capacity:  # of more than the ring holds, the newest
+                f = ((e0 + c) & mask) * n_rows + r
+                flat[q] = f
+                old[q] = data[f]
+                data[f, TS] = ts[i, c]
+                data[f, VAL] = value[i, c]
+                data[f, BEF] = prior
+                q += 1
+        end[r] = e0 + n[i]
+        count[r] = min(count[r] + n[i], capacity)
+        if n[i]:
+            last_ts[r] = ts[i, n[i] - 1]
+            newest_before[r] = prior
+        total[r] = s
+    return flat, old

@@ -11,6 +11,7 @@ import pytest
 from detectors import reference
 from detectors.accumulate import _first_after, first_after
 from detectors.faults import Drift, Stuck, _drift_means, _stuck_runs
+from detectors.threshold import ThresholdDetector, _quiet_since
 from detectors.windows import NO_TS, TS, Windows, previous
 
 T0 = 1_782_000_000_000
@@ -182,3 +183,95 @@ def test_drift_quiet_is_flags_reading_by_reading(seed: int) -> None:
             assert not slow.flags(s[on], t[on, c], v[on, c]).any()
         for name in ("mean", "last_ts", "next_check", "off_since", "flagged"):
             assert np.array_equal(getattr(fast, name), getattr(slow, name), equal_nan=True), name
+
+
+def append_case(rng: np.random.Generator) -> tuple[Windows, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    win = filled_windows(rng, int(rng.integers(1, 30)), int(rng.choice([1, 4, 16])))
+    k = int(rng.integers(1, win.n + 1))
+    rows = rng.permutation(win.n)[:k]
+    m = int(rng.integers(1, 3 * win.capacity + 2))  # more than the ring holds, now and then
+    newest = np.maximum(win.last_ts[rows], T0)
+    ts = newest[:, None] + np.cumsum(rng.integers(1, 400_000, (k, m)), axis=1)
+    value = np.round(rng.random((k, m)) * rng.choice([0.0, 0.1, 30.0], size=(k, 1)), 1)
+    value[rng.random((k, m)) < 0.05] = -0.0
+    return win, rows, ts, value, rng.integers(1, m + 1, k)
+
+
+def ring_state(win: Windows) -> list[np.ndarray]:
+    return [win.data, win.end, win.count, win.last_ts, win.total, win.newest_before]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_append_runs_is_the_whole_array_form_and_undoes(seed: int) -> None:
+    rng = np.random.default_rng(400 + seed)
+    for _ in range(150):
+        win, rows, ts, value, n = append_case(rng)
+        before = [a.copy() for a in ring_state(win)]
+        twin = [a.copy() for a in before]
+        undo = win.append_runs(rows, ts, value, n)
+        want = reference.append_runs(*twin, win.capacity, win.mask, win.n, rows, ts, value, n)
+        for got, ref in zip(ring_state(win), twin, strict=True):
+            assert np.array_equal(got, ref) and np.array_equal(np.signbit(got), np.signbit(ref))
+        assert np.array_equal(undo.flat, want[0]) and np.array_equal(undo.data, want[1])
+        win.undo(undo)
+        for got, ref in zip(ring_state(win), before, strict=True):
+            assert np.array_equal(got, ref)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_append_runs_is_appends_one_at_a_time(seed: int) -> None:
+    rng = np.random.default_rng(500 + seed)
+    for _ in range(60):
+        win, rows, ts, value, n = append_case(rng)
+        one = Windows(win.n, win.capacity, win.span_ms)
+        for a in ("data", "end", "count", "last_ts", "total", "newest_before"):
+            getattr(one, a)[...] = getattr(win, a)
+        win.append_runs(rows, ts, value, n)
+        for c in range(ts.shape[1]):
+            on = np.flatnonzero(n > c)
+            one.insert(rows[on], ts[on, c], value[on, c])
+        for got, ref in zip(ring_state(win), ring_state(one), strict=True):
+            assert np.array_equal(got, ref)
+
+
+def threshold_case(rng: np.random.Generator) -> tuple[ThresholdDetector, np.ndarray, ...]:
+    subjects, columns = int(rng.integers(1, 20)), int(rng.integers(1, 5))
+    enter = np.sort(rng.choice([5.0, 10.0, 20.0, 50.0, np.nan], size=(subjects, columns)), axis=1)
+    hold = int(rng.choice([0, 600_000]))
+    det = ThresholdDetector(enter, rng.choice([0.0, 2.0]), hold, int(rng.choice([0, 900_000])))
+    det.below_since[...] = np.where(rng.random(enter.shape) < 0.5, NO_TS, T0 - 1_000_000)
+    k = int(rng.integers(1, subjects + 1))
+    rows = rng.permutation(subjects)[:k]
+    m = int(rng.integers(1, 12))
+    ts = T0 + np.cumsum(rng.choice([1, 300_000, 900_000], size=(k, m)), axis=1)
+    # mostly below the lowest enter (in the band of a hysteresis of 2, or under it), now and then above
+    value = rng.choice([0.0, 2.9, 3.0, 4.5, np.nan], size=(k, m, columns))
+    value[rng.random((k, m, columns)) < 0.02] = rng.choice([8.0, 19.0, 49.0, 60.0])
+    return det, rows, ts, value, rng.integers(1, m + 1, k)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_quiet_since_is_the_whole_array_form_and_update_reading_by_reading(seed: int) -> None:
+    rng = np.random.default_rng(600 + seed)
+    decided = {True: 0, False: 0}
+    for _ in range(300):
+        det, rows, ts, value, n = threshold_case(rng)
+        got = _quiet_since(det.enter, det.exit, det.below_since, rows, ts, value, n, det._timed)
+        want = reference.quiet_since(det.enter, det.exit, det.below_since, rows, ts, value, n, det._timed)
+        assert (got is None) == (want is None)
+        if got is not None and want is not None:
+            assert np.array_equal(got, want)
+        slow = ThresholdDetector(det.enter, det.enter - det.exit, det.hold_enter, det.hold_exit)
+        slow.below_since[...] = det.below_since
+        commit = det.quiet(rows, ts, value, n)
+        raised = False
+        for c in range(ts.shape[1]):
+            on = np.flatnonzero(n > c)
+            raised |= bool(slow.update(rows[on], ts[on, c], value[on, c]).any())
+        decided[commit is None] += 1
+        if commit is not None:
+            assert not raised
+            commit()
+            assert np.array_equal(det.below_since, slow.below_since)
+            assert np.array_equal(det.above_since, slow.above_since)
+    assert min(decided.values()) > 40
