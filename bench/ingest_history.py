@@ -16,7 +16,8 @@ Invocations taken since gateway batches are read by the compiled scanner (the ga
 section's sentence "Invocations from N on read gateway batches with the compiled scanner")
 are summed up again on their own, and marked in the plot (green bars in the middle); so are
 those since the detectors' kernels ("Invocations from N on also run the detectors' compiled
-kernels", purple bars).
+kernels", purple bars) and since all five of them ("Invocations from N on run all five
+kernels", blue bars).
 
 It also checks the tables against themselves (a median that is not the median of its runs,
 a CPU ratio that is not the quotient of its columns, a CPU sum that does not add up, a
@@ -49,6 +50,7 @@ class Invocation:
     raw_points_s: int
     scanner: bool = False  # gateway batches read by the compiled scanner (ingest/gatewayscan.py)
     kernels: bool = False  # quiet stretches with the detectors' numba kernels (detectors/reference.py)
+    five: bool = False  # with all five of them
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ def parse_invocations(text: str) -> list[Invocation]:
     scanner_from = int(m[1]) if m else None
     m = re.search(r"Invocations from (\d+) on also run the detectors' compiled kernels", prose)
     kernels_from = int(m[1]) if m else None
+    m = re.search(r"Invocations from (\d+) on run all five kernels", prose)
+    five_from = int(m[1]) if m else None
     out = []
     for cells in _rows(section, 8):
         n = int(cells[0])
@@ -119,7 +123,8 @@ def parse_invocations(text: str) -> list[Invocation]:
         out.append(Invocation(n, n in split, int(ratio[1]), tuple(int(r) for r in ratio[2].split(",")),
                               _int(rate[1]), float(rate[2]), _int(raw[1]),
                               scanner_from is not None and n >= scanner_from,
-                              kernels_from is not None and n >= kernels_from))
+                              kernels_from is not None and n >= kernels_from,
+                              five_from is not None and n >= five_from))
     missing = split - {i.number for i in out}
     if missing:
         raise ValueError(f"{GATEWAY_HEADING}: `--split` names invocations with no row: {sorted(missing)}")
@@ -153,7 +158,8 @@ def inconsistencies(invocations: list[Invocation], cpu: list[CpuRow]) -> list[st
 
 def summary(invocations: list[Invocation], cpu: list[CpuRow]) -> list[str]:
     lines = [f"{len(invocations)} invocations", *_summary(invocations, cpu, "")]
-    for era, name in (("scanner", "the compiled scanner"), ("kernels", "the detectors' kernels")):
+    for era, name in (("scanner", "the compiled scanner"), ("kernels", "the detectors' kernels"),
+                      ("five", "all five kernels")):
         these = {i.number for i in invocations if getattr(i, era)}
         if these:
             lines += _summary([i for i in invocations if i.number in these], [c for c in cpu if c.number in these],
@@ -206,7 +212,7 @@ def plot(invocations: list[Invocation], cpu: list[CpuRow], out: Path) -> None:
         a.vlines(x, [min(i.runs) for i in group], [max(i.runs) for i in group], color=color, alpha=0.35, lw=1)
         a.plot(x, [i.ratio for i in group], "o", color=color, ms=4, label=label)
     a.axhline(TARGET, color="black", lw=0.8, ls="--")
-    for era, name in (("scanner", " compiled scanner"), ("kernels", " detectors' kernels")):
+    for era, name in (("scanner", " compiled scanner"), ("kernels", " detectors' kernels"), ("five", " five kernels")):
         first = min((i.number for i in invocations if getattr(i, era)), default=None)
         if first is not None:
             a.axvline(first - 0.5, color="grey", lw=0.8, ls=":")
@@ -220,8 +226,10 @@ def plot(invocations: list[Invocation], cpu: list[CpuRow], out: Path) -> None:
     x = [r.number for r in cpu]
     scanned = {i.number for i in invocations if i.scanner}
     kernels = {i.number for i in invocations if i.kernels}
+    five = {i.number for i in invocations if i.five}
     b.bar([str(n) for n in x], [r.own for r in cpu], alpha=0.7, label="pipeline's own CPU",
-          color=["#9467bd" if n in kernels else "#2ca02c" if n in scanned else "#d62728" for n in x])
+          color=["#1f77b4" if n in five else "#9467bd" if n in kernels else "#2ca02c" if n in scanned
+                 else "#d62728" for n in x])
     b.plot([str(n) for n in x], [max(0.0, r.budget) for r in cpu], "k_", ms=7, mew=2,
            label=f"most it may spend for {TARGET} %")
     b.set_ylabel("µs of CPU a reading")

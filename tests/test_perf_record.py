@@ -75,6 +75,11 @@ def test_invocations_with_the_detectors_kernels_are_summed_up_again_on_their_own
     assert "with the detectors' kernels (from 4), InfluxDB on its own core: 2 invocations, medians 78-95 %" in lines
     assert "with the detectors' kernels (from 4), shared cores" not in lines  # none of them shared
     assert "with the compiled scanner (from 2), shared cores: 1 invocations, medians 73-73 %" in lines
+    assert "all five kernels" not in lines
+    five = h.parse_invocations(text.replace("kernels.\n", "kernels. Invocations from 5 on run all five\nkernels.\n"))
+    assert [i.number for i in five if i.five] == [5]
+    assert "with all five kernels (from 5), InfluxDB on its own core: 1 invocations, medians 78-78 %" in "\n".join(
+        h.summary(five, h.parse_cpu(text)))
 
 
 @pytest.mark.parametrize(("ratio", "cpu", "named"), [
