@@ -17,7 +17,7 @@ section's sentence "Invocations from N on read gateway batches with the compiled
 are summed up again on their own, and marked in the plot (green bars in the middle); so are
 those since the detectors' kernels ("Invocations from N on also run the detectors' compiled
 kernels", purple bars) and since all five of them ("Invocations from N on run all five
-kernels", blue bars).
+kernels", teal bars).
 
 It also checks the tables against themselves (a median that is not the median of its runs,
 a CPU ratio that is not the quotient of its columns, a CPU sum that does not add up, a
@@ -228,7 +228,7 @@ def plot(invocations: list[Invocation], cpu: list[CpuRow], out: Path) -> None:
     kernels = {i.number for i in invocations if i.kernels}
     five = {i.number for i in invocations if i.five}
     b.bar([str(n) for n in x], [r.own for r in cpu], alpha=0.7, label="pipeline's own CPU",
-          color=["#1f77b4" if n in five else "#9467bd" if n in kernels else "#2ca02c" if n in scanned
+          color=["#17becf" if n in five else "#9467bd" if n in kernels else "#2ca02c" if n in scanned
                  else "#d62728" for n in x])
     b.plot([str(n) for n in x], [max(0.0, r.budget) for r in cpu], "k_", ms=7, mew=2,
            label=f"most it may spend for {TARGET} %")
