@@ -3,7 +3,7 @@
     .venv/bin/python -P bench/ingest_history.py [--doc docs/performance.md] [--out docs/img/ingest_history.png]
 
 Reads the two tables docs/performance.md keeps under "Gateway batches: every invocation" and
-"Why gateway batches stay below 80 %" (the tables are the record; this reads them, it holds
+"Where gateway batches fall below 80 %" (the tables are the record; this reads them, it holds
 no figures of its own), prints the counts and ranges the prose quotes, and plots:
 
 - the pipeline's share of InfluxDB's raw rate, invocation by invocation (median and the range
@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY_HEADING = "### Gateway batches: every invocation"
-CPU_HEADING = "### Why gateway batches stay below 80 %"
+CPU_HEADING = "### Where gateway batches fall below 80 %"
 TARGET = 80
 
 
