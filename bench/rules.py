@@ -46,6 +46,7 @@ import detectors.windows  # noqa: E402
 from detectors import reference  # noqa: E402
 from ews.config import RegistryConfig  # noqa: E402
 from ews.models import LevelChange, ReadingBatch  # noqa: E402
+from ews.sensors import SensorRegistry  # noqa: E402
 from ingest.process import MessageProcessor  # noqa: E402
 from rules.engine import RuleEngine  # noqa: E402
 from rules.loader import load_rules  # noqa: E402
@@ -73,19 +74,18 @@ def numpy_forms() -> Iterator[None]:
             setattr(module, name, k)
 
 
-def readings(n: int) -> tuple[ReadingBatch, RegistryConfig]:
+def readings(n: int) -> tuple[ReadingBatch, SensorRegistry]:
     spec = importlib.util.spec_from_file_location("bench_ingest", _HERE / "ingest.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    reg = RegistryConfig.sample()
-    sensors, regions = reg.load().sensors, reg.load().regions
+    regions, sensors = RegistryConfig.sample().load()
     msgs, _ = mod.stream(sensors, n, 100)
     proc = MessageProcessor(sensors, regions)
     out = [proc.process([(t.encode(), p) for t, p in msgs[i:i + 250]], int(time.time() * 1000))
            for i in range(0, len(msgs), 250)]
     return ReadingBatch(np.concatenate([o.sensor for o in out]), np.concatenate([o.ts_ms for o in out]),
-                        np.concatenate([o.value for o in out])), reg
+                        np.concatenate([o.value for o in out])), sensors
 
 
 def run(engine: RuleEngine, stream: ReadingBatch, size: int) -> tuple[float, list[LevelChange]]:
@@ -105,8 +105,7 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=200_000, help="readings in the stream")
     ap.add_argument("--rounds", type=int, default=7)
     a = ap.parse_args()
-    stream, reg = readings(a.messages)
-    sensors = reg.load().sensors
+    stream, sensors = readings(a.messages)
     ruleset = load_rules(None, ["guangdong"])
     start = int(stream.ts_ms[0])
     figures: dict[tuple[int, str], list[float]] = {(s, v): [] for s in SIZES for v in ("compiled", "baseline")}
