@@ -276,12 +276,13 @@ class RuleEngine:
         first = np.ones(n, np.bool_)
         first[1:] = rows[1:] != rows[:-1]
         rank = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
+        rounds = int(rank.max()) + 1
         done = quiet_rounds(ks, rows, ts, value, rank) if self.quiet_stretches else 0
-        if done > int(rank.max()):
+        if done == rounds:
             return  # all of it was one quiet stretch
         by_round = np.lexsort((rows, rank))
-        bounds = np.searchsorted(rank[by_round], np.arange(int(rank.max()) + 2))
-        for r in range(done, bounds.shape[0] - 1):
+        bounds = np.searchsorted(rank[by_round], np.arange(rounds + 1))
+        for r in range(done, rounds):
             sel = by_round[bounds[r]:bounds[r + 1]]
             self._round(ks, rows[sel], ts[sel], value[sel], drill, out)
 
