@@ -300,6 +300,42 @@ def test_compiled_code_works_where_nothing_may_be_cached(
     assert "compiled at every start" in caplog.text and "NUMBA_CACHE_DIR" in caplog.text
 
 
+def test_copy_bytes_copies_the_run_and_checks_both_ranges() -> None:
+    from ews.compiled import copy_bytes
+
+    src = np.frombuffer(b"0123456789", np.uint8)  # read-only, as orjson's output is
+    dst = np.zeros(8, np.uint8)
+    copy_bytes(dst, 2, src, 5, 4)
+    assert dst.tobytes() == b"\0\x005678\0\0"
+    copy_bytes(dst, 0, src, 0, 0)  # an empty run is no copy
+    copy_bytes(dst, 6, src, 8, 2)  # up to the last byte of both
+    assert dst.tobytes() == b"\0\x00567889"
+    for at, start, count in [(5, 0, 4), (0, 7, 4), (0, 0, -1), (-1, 0, 1), (0, -1, 1), (8, 0, 1)]:
+        with pytest.raises(IndexError):
+            copy_bytes(dst, at, src, start, count)
+    assert dst.tobytes() == b"\0\x00567889"  # a refused copy writes nothing
+
+
+def test_line_protocol_into_too_small_a_buffer_raises(mini_sensors: SensorRegistry) -> None:
+    """The lines are laid out by address: a buffer sized wrong must stop the copy, never write
+    past its end."""
+    from ingest.lineproto import _interleave, _json
+
+    b = LineBuilder(mini_sensors)
+    sensor = np.array([0, 1, 0], np.int64)
+    values, times = _json(np.array([1.5, 2.25, 3.0])), _json(np.array([NOW, NOW, NOW + 1]))
+    need = int(b._plen[sensor].sum()) + values.shape[0] + times.shape[0] + 2 * 3
+    out = np.zeros(need + 16, np.uint8)
+    k = _interleave(sensor, values, times, b._pbuf, b._poffs, out)
+    assert out[:k].tobytes() == b.build(sensor, np.array([NOW, NOW, NOW + 1]), np.array([1.5, 2.25, 3.0]))
+    guard = np.full(need + 16, 7, np.uint8)
+    for size in (k - 1, k - 20, 10):
+        guard[:] = 7
+        with pytest.raises(IndexError):
+            _interleave(sensor, values, times, b._pbuf, b._poffs, guard[:size])
+        assert (guard[size:] == 7).all()  # nothing written past the end
+
+
 def test_line_protocol_is_each_reading_formatted_alone(mini_sensors: SensorRegistry) -> None:
     rng = np.random.default_rng(3)
     n = 2_000
