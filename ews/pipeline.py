@@ -168,6 +168,10 @@ class Pipeline:
     def start(self) -> None:
         if self.cfg.cpus is not None:
             affinity.pin(self.cfg.cpus)
+        # batches reuse the memory they free, and the ingest workers map theirs now, while the
+        # rules are rebuilt, not page by page in the backlog a restart catches up on (ews/heap.py)
+        heap.keep_freed_memory()
+        self.collector.start_workers()
         log.info(
             "pipeline: %d regions, %d sensors, %d rules (version %s), channels %s",
             len(self.regions.nodes), len(self.sensors), len(self.ruleset.rules), self.ruleset.version,

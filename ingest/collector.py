@@ -46,7 +46,7 @@ import numpy as np
 import orjson
 import paho.mqtt.client as mqtt
 
-from ews import metrics, statelock
+from ews import heap, metrics, statelock
 from ews.config import InfluxConfig, IngestConfig, MqttConfig
 from ews.levels import Level
 from ews.models import LevelChange, ReadingBatch
@@ -81,6 +81,11 @@ RELEASE_ECHO_S = 0.02
 FIRST_BATCH_BYTES = 64 * 1024
 # a finished write wakes the write thread through its future's callback; this is the safety net
 WRITE_POLL_S = 0.05
+# memory each worker maps before the first batch, in `batch_bytes` of payload (ews/heap.py):
+# the decode thread makes a batch's joined payloads, columns and line protocol, about five times
+# its payload, for up to three batches in flight; the write thread copies a batch's line
+# protocol into requests; the rules' arrays settle at about 6 MB for 1 MB batches
+RESERVE_BATCHES = {"ingest-decode": 16, "ingest-write": 4, "ingest-rules": 8}
 
 
 @dataclass(slots=True)
@@ -168,6 +173,7 @@ class Collector:
         self._subscribed = threading.Event()
         self._subscribe_mid: int | None = None
         self._threads: list[threading.Thread] = []
+        self._gate = threading.Event()  # set by `start`: the workers may take batches
         self._warned: set[str] = set()
         self._log_limit = LogLimit()
         hold = ingest_cfg.reorder_s
@@ -301,7 +307,27 @@ class Collector:
 
     # --- lifecycle ------------------------------------------------------------------------------
 
+    def start_workers(self) -> None:
+        """Start the decode, write and rules threads ahead of `start` (the pipeline does so before
+        its rules are rebuilt): each first maps the memory its batches will use (ews/heap.py),
+        then waits for `start` to let it in."""
+        if self._threads:
+            return
+        batch = self.influx_cfg.batch_bytes
+        for name, fn in (("ingest-decode", self._decode_loop), ("ingest-write", self._write_loop),
+                         ("ingest-rules", self._rules_loop)):
+            t = threading.Thread(target=self._worker, args=(fn, RESERVE_BATCHES[name] * batch), name=name,
+                                 daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _worker(self, loop: Callable[[], None], reserve_bytes: int) -> None:
+        heap.reserve(reserve_bytes)
+        self._gate.wait()
+        loop()
+
     def start(self, wait_subscribed_s: float = 10.0) -> None:
+        self.start_workers()
         connect_async(self.client, self.cfg)
         self.client.loop_start()
         self.sinks[False].prepare()  # while the broker connects (drill databases: when used)
@@ -310,11 +336,7 @@ class Collector:
             log.warning("InfluxDB keeps readings for %g h, less than the allowed lateness of %g h: readings "
                         "between the two are rejected as beyond_retention, not evaluated; lengthen the "
                         "retention policy", keep / 3_600_000, self.processor.allowed_lateness_ms / 3_600_000)
-        for name, fn in (("ingest-decode", self._decode_loop), ("ingest-write", self._write_loop),
-                         ("ingest-rules", self._rules_loop)):
-            t = threading.Thread(target=fn, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._gate.set()
         if not self._subscribed.wait(wait_subscribed_s):
             log.warning("MQTT broker %s:%d not reachable yet, or not answering our subscription; still trying",
                         self.cfg.host, self.cfg.port)
@@ -326,6 +348,7 @@ class Collector:
             time.sleep(0.02)
         self._stop.set()
         self._wake.set()
+        self._gate.set()  # workers started but never let in end at once
         for t in self._threads:
             t.join(timeout=max(1.0, deadline - time.monotonic()))
         self.client.disconnect()

@@ -1,12 +1,16 @@
 """The long-lived heap is frozen after start-up and after a rules reload, and nothing frozen
-is kept once it is garbage."""
+is kept once it is garbage; batches' memory is mapped before the first batch and reused."""
 
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
+import threading
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +18,8 @@ from ews import heap
 from ews.config import ChannelConfig, Config, InfluxConfig, MqttConfig, NotifierConfig, RegistryConfig
 from ews.pipeline import Pipeline
 from ews.servers import LocalServers
+from ingest.collector import Collector
+from ingest.process import MessageProcessor
 from rules.runtime import RuleRuntime
 
 from .test_reload import RULES_V1, config, registry, write
@@ -55,11 +61,76 @@ def test_a_rules_reload_settles_the_heap(tmp_path: Path, monkeypatch: pytest.Mon
     assert rt.engine is not old and calls == ["settle"]
 
 
-def test_the_pipeline_settles_the_heap_before_it_connects(
+# In a process of its own (the allocator's settings are the whole process's): a thread maps
+# 16 MB, then makes and frees batch-like buffers, four of 1-3 MB alive at once, twenty times.
+# Prints the page faults of the reserve and of the batches.
+BATCHES = """
+import resource, sys, threading
+from ews import heap
+if sys.argv[1] == "keep":
+    assert heap.keep_freed_memory()
+out = []
+def work():
+    faults = lambda: resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    f0 = faults()
+    heap.reserve(16 << 20)
+    f1 = faults()
+    for i in range(20):
+        bufs = [bytearray(n) for n in (3 << 20, 1 << 20, 2 << 20, (2 << 20) + i * 4096)]
+        del bufs
+    out.extend([f1 - f0, faults() - f1])
+t = threading.Thread(target=work)
+t.start()
+t.join()
+print(*out)
+"""
+
+
+def _faults(mode: str) -> tuple[int, int]:
+    out = subprocess.run([sys.executable, "-c", BATCHES, mode], capture_output=True, text=True, check=True)
+    reserve, batches = map(int, out.stdout.split())
+    return reserve, batches
+
+
+def test_reserved_memory_is_reused_without_page_faults() -> None:
+    reserve, batches = _faults("keep")
+    assert reserve >= 0.9 * (16 << 20) // 4096  # every page of the reserve was mapped
+    assert batches < 100, batches  # and the batches found them mapped
+    reserve, batches = _faults("as-is")
+    assert reserve == 0  # without the allocator keeping it, a reserve would only cost faults
+    assert batches > 1000, batches  # the allocator's own way: faulted in and given back
+
+
+def test_workers_started_ahead_wait_for_start_and_end_with_stop(
+    servers: LocalServers, influx_db: str, mini_sensors: Any, mini_regions: Any, tmp_path: Path
+) -> None:
+    col = Collector(MqttConfig(port=servers.mqtt.port, client_id="heap-workers"),
+                    InfluxConfig(url=servers.influx_url, database=influx_db),
+                    MessageProcessor(mini_sensors, mini_regions), spool_dir=tmp_path / "spool")
+    col.start_workers()
+    col.start_workers()  # once only
+    names = sorted(t.name for t in col._threads)
+    assert names == ["ingest-decode", "ingest-rules", "ingest-write"]
+    assert all(t.is_alive() for t in col._threads) and not col._gate.is_set()
+    col.stop(drain_s=1.0)  # never started: the workers are let out, not left waiting
+    assert not any(t.is_alive() for t in col._threads)
+    assert "ingest-decode" not in {t.name for t in threading.enumerate()}
+
+
+def test_the_pipeline_maps_memory_and_settles_the_heap_before_it_connects(
     servers: LocalServers, influx_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events: list[str] = []
     monkeypatch.setattr(heap, "settle", lambda: events.append("settle"))
+    keep = heap.keep_freed_memory
+    monkeypatch.setattr(heap, "keep_freed_memory", lambda: events.append("keep") or keep())
+    workers = Collector.start_workers
+
+    def start_workers(self: Collector) -> None:
+        events.append("workers")
+        workers(self)
+
+    monkeypatch.setattr(Collector, "start_workers", start_workers)
     p = Pipeline(Config(
         mqtt=MqttConfig(port=servers.mqtt.port, client_id="heap-settle"),
         influxdb=InfluxConfig(url=servers.influx_url, database=influx_db),
@@ -76,6 +147,7 @@ def test_the_pipeline_settles_the_heap_before_it_connects(
     p.collector.start = start  # type: ignore[method-assign]
     p.start()
     try:
-        assert events == ["settle", "connect"]
+        assert events == ["keep", "workers", "settle", "connect", "workers"]  # the second finds them running
+        assert {"ingest-decode", "ingest-write", "ingest-rules"} <= {t.name for t in threading.enumerate()}
     finally:
         p.stop()
