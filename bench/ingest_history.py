@@ -16,8 +16,9 @@ Invocations taken since gateway batches are read by the compiled scanner (the ga
 section's sentence "Invocations from N on read gateway batches with the compiled scanner")
 are summed up again on their own, and marked in the plot (green bars in the middle); so are
 those since the detectors' kernels ("Invocations from N on also run the detectors' compiled
-kernels", purple bars) and since all five of them ("Invocations from N on run all five
-kernels", teal bars).
+kernels", purple bars), since all five of them ("Invocations from N on run all five
+kernels", teal bars) and since line protocol is copied by `memcpy` into memory mapped once
+("Invocations from N on copy line protocol into memory mapped once", orange bars).
 
 It also checks the tables against themselves (a median that is not the median of its runs,
 a CPU ratio that is not the quotient of its columns, a CPU sum that does not add up, a
@@ -51,6 +52,7 @@ class Invocation:
     scanner: bool = False  # gateway batches read by the compiled scanner (ingest/gatewayscan.py)
     kernels: bool = False  # quiet stretches with the detectors' numba kernels (detectors/reference.py)
     five: bool = False  # with all five of them
+    mapped: bool = False  # line protocol by memcpy, batches' memory mapped once (ews/heap.py)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,8 @@ def parse_invocations(text: str) -> list[Invocation]:
     kernels_from = int(m[1]) if m else None
     m = re.search(r"Invocations from (\d+) on run all five kernels", prose)
     five_from = int(m[1]) if m else None
+    m = re.search(r"Invocations from (\d+) on copy line protocol into memory mapped once", prose)
+    mapped_from = int(m[1]) if m else None
     out = []
     for cells in _rows(section, 8):
         n = int(cells[0])
@@ -124,7 +128,8 @@ def parse_invocations(text: str) -> list[Invocation]:
                               _int(rate[1]), float(rate[2]), _int(raw[1]),
                               scanner_from is not None and n >= scanner_from,
                               kernels_from is not None and n >= kernels_from,
-                              five_from is not None and n >= five_from))
+                              five_from is not None and n >= five_from,
+                              mapped_from is not None and n >= mapped_from))
     missing = split - {i.number for i in out}
     if missing:
         raise ValueError(f"{GATEWAY_HEADING}: `--split` names invocations with no row: {sorted(missing)}")
@@ -159,7 +164,7 @@ def inconsistencies(invocations: list[Invocation], cpu: list[CpuRow]) -> list[st
 def summary(invocations: list[Invocation], cpu: list[CpuRow]) -> list[str]:
     lines = [f"{len(invocations)} invocations", *_summary(invocations, cpu, "")]
     for era, name in (("scanner", "the compiled scanner"), ("kernels", "the detectors' kernels"),
-                      ("five", "all five kernels")):
+                      ("five", "all five kernels"), ("mapped", "memory mapped once")):
         these = {i.number for i in invocations if getattr(i, era)}
         if these:
             lines += _summary([i for i in invocations if i.number in these], [c for c in cpu if c.number in these],
@@ -212,7 +217,8 @@ def plot(invocations: list[Invocation], cpu: list[CpuRow], out: Path) -> None:
         a.vlines(x, [min(i.runs) for i in group], [max(i.runs) for i in group], color=color, alpha=0.35, lw=1)
         a.plot(x, [i.ratio for i in group], "o", color=color, ms=4, label=label)
     a.axhline(TARGET, color="black", lw=0.8, ls="--")
-    for era, name in (("scanner", " compiled scanner"), ("kernels", " detectors' kernels"), ("five", " five kernels")):
+    for era, name in (("scanner", " compiled scanner"), ("kernels", " detectors' kernels"), ("five", " five kernels"),
+                      ("mapped", " memory mapped once")):
         first = min((i.number for i in invocations if getattr(i, era)), default=None)
         if first is not None:
             a.axvline(first - 0.5, color="grey", lw=0.8, ls=":")
@@ -227,9 +233,10 @@ def plot(invocations: list[Invocation], cpu: list[CpuRow], out: Path) -> None:
     scanned = {i.number for i in invocations if i.scanner}
     kernels = {i.number for i in invocations if i.kernels}
     five = {i.number for i in invocations if i.five}
+    mapped = {i.number for i in invocations if i.mapped}
     b.bar([str(n) for n in x], [r.own for r in cpu], alpha=0.7, label="pipeline's own CPU",
-          color=["#17becf" if n in five else "#9467bd" if n in kernels else "#2ca02c" if n in scanned
-                 else "#d62728" for n in x])
+          color=["#ff7f0e" if n in mapped else "#17becf" if n in five else "#9467bd" if n in kernels
+                 else "#2ca02c" if n in scanned else "#d62728" for n in x])
     b.plot([str(n) for n in x], [max(0.0, r.budget) for r in cpu], "k_", ms=7, mew=2,
            label=f"most it may spend for {TARGET} %")
     b.set_ylabel("µs of CPU a reading")

@@ -80,6 +80,11 @@ def test_invocations_with_the_detectors_kernels_are_summed_up_again_on_their_own
     assert [i.number for i in five if i.five] == [5]
     assert "with all five kernels (from 5), InfluxDB on its own core: 1 invocations, medians 78-78 %" in "\n".join(
         h.summary(five, h.parse_cpu(text)))
+    mapped = h.parse_invocations(text.replace("kernels.\n", "kernels. Invocations from 3 on copy line protocol\n"
+                                                        "into memory mapped once.\n"))
+    assert [i.number for i in mapped if i.mapped] == [3, 4, 5]
+    assert "with memory mapped once (from 3), shared cores: 1 invocations, medians 73-73 %" in "\n".join(
+        h.summary(mapped, h.parse_cpu(text)))
 
 
 @pytest.mark.parametrize(("ratio", "cpu", "named"), [
