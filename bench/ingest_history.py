@@ -38,6 +38,12 @@ ROOT = Path(__file__).resolve().parent.parent
 GATEWAY_HEADING = "### Gateway batches: every invocation"
 CPU_HEADING = "### Where gateway batches fall below 80 %"
 TARGET = 80
+# the record's eras, oldest first: the Invocation field, the gateway section's sentence that
+# starts it ("Invocations from N on <phrase>"), its name in the summary and the plot, its bars
+ERAS = (("scanner", "read gateway batches with the compiled scanner", "the compiled scanner", "#2ca02c"),
+        ("kernels", "also run the detectors' compiled kernels", "the detectors' kernels", "#9467bd"),
+        ("five", "run all five kernels", "all five kernels", "#17becf"),
+        ("mapped", "copy line protocol into memory mapped once", "memory mapped once", "#ff7f0e"))
 
 
 @dataclass(frozen=True)
@@ -107,14 +113,11 @@ def parse_invocations(text: str) -> list[Invocation]:
     if m is None:
         raise ValueError(f"{GATEWAY_HEADING}: no sentence naming the invocations run with `--split`")
     split = _numbers(m[1])
-    m = re.search(r"Invocations from (\d+) on read gateway batches with the compiled scanner", prose)
-    scanner_from = int(m[1]) if m else None
-    m = re.search(r"Invocations from (\d+) on also run the detectors' compiled kernels", prose)
-    kernels_from = int(m[1]) if m else None
-    m = re.search(r"Invocations from (\d+) on run all five kernels", prose)
-    five_from = int(m[1]) if m else None
-    m = re.search(r"Invocations from (\d+) on copy line protocol into memory mapped once", prose)
-    mapped_from = int(m[1]) if m else None
+    starts = {}
+    for era, phrase, _, _ in ERAS:
+        m = re.search(rf"Invocations from (\d+) on {re.escape(phrase)}", prose)
+        if m:
+            starts[era] = int(m[1])
     out = []
     for cells in _rows(section, 8):
         n = int(cells[0])
@@ -126,10 +129,7 @@ def parse_invocations(text: str) -> list[Invocation]:
                              f"'<readings/s>, <µs>' | '<points/s> ...'")
         out.append(Invocation(n, n in split, int(ratio[1]), tuple(int(r) for r in ratio[2].split(",")),
                               _int(rate[1]), float(rate[2]), _int(raw[1]),
-                              scanner_from is not None and n >= scanner_from,
-                              kernels_from is not None and n >= kernels_from,
-                              five_from is not None and n >= five_from,
-                              mapped_from is not None and n >= mapped_from))
+                              **{era: n >= first for era, first in starts.items()}))
     missing = split - {i.number for i in out}
     if missing:
         raise ValueError(f"{GATEWAY_HEADING}: `--split` names invocations with no row: {sorted(missing)}")
@@ -163,8 +163,7 @@ def inconsistencies(invocations: list[Invocation], cpu: list[CpuRow]) -> list[st
 
 def summary(invocations: list[Invocation], cpu: list[CpuRow]) -> list[str]:
     lines = [f"{len(invocations)} invocations", *_summary(invocations, cpu, "")]
-    for era, name in (("scanner", "the compiled scanner"), ("kernels", "the detectors' kernels"),
-                      ("five", "all five kernels"), ("mapped", "memory mapped once")):
+    for era, _, name, _ in ERAS:
         these = {i.number for i in invocations if getattr(i, era)}
         if these:
             lines += _summary([i for i in invocations if i.number in these], [c for c in cpu if c.number in these],
@@ -217,12 +216,11 @@ def plot(invocations: list[Invocation], cpu: list[CpuRow], out: Path) -> None:
         a.vlines(x, [min(i.runs) for i in group], [max(i.runs) for i in group], color=color, alpha=0.35, lw=1)
         a.plot(x, [i.ratio for i in group], "o", color=color, ms=4, label=label)
     a.axhline(TARGET, color="black", lw=0.8, ls="--")
-    for era, name in (("scanner", " compiled scanner"), ("kernels", " detectors' kernels"), ("five", " five kernels"),
-                      ("mapped", " memory mapped once")):
+    for era, _, name, _ in ERAS:
         first = min((i.number for i in invocations if getattr(i, era)), default=None)
         if first is not None:
             a.axvline(first - 0.5, color="grey", lw=0.8, ls=":")
-            a.text(first - 0.5, a.get_ylim()[0], name, fontsize=7, color="grey", rotation=90,
+            a.text(first - 0.5, a.get_ylim()[0], " " + name.removeprefix("the "), fontsize=7, color="grey", rotation=90,
                    va="bottom", ha="right")
     a.set_xlabel("invocation")
     a.set_ylabel("% of InfluxDB's raw rate (median, runs)")
@@ -230,13 +228,11 @@ def plot(invocations: list[Invocation], cpu: list[CpuRow], out: Path) -> None:
     a.legend(fontsize=8, loc="upper left")
 
     x = [r.number for r in cpu]
-    scanned = {i.number for i in invocations if i.scanner}
-    kernels = {i.number for i in invocations if i.kernels}
-    five = {i.number for i in invocations if i.five}
-    mapped = {i.number for i in invocations if i.mapped}
+    colour = dict.fromkeys(x, "#d62728")
+    for era, _, _, bars in ERAS:  # the newest era a shared invocation belongs to colours its bar
+        colour.update((i.number, bars) for i in invocations if getattr(i, era) and i.number in colour)
     b.bar([str(n) for n in x], [r.own for r in cpu], alpha=0.7, label="pipeline's own CPU",
-          color=["#ff7f0e" if n in mapped else "#17becf" if n in five else "#9467bd" if n in kernels
-                 else "#2ca02c" if n in scanned else "#d62728" for n in x])
+          color=[colour[n] for n in x])
     b.plot([str(n) for n in x], [max(0.0, r.budget) for r in cpu], "k_", ms=7, mew=2,
            label=f"most it may spend for {TARGET} %")
     b.set_ylabel("µs of CPU a reading")
