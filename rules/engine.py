@@ -277,7 +277,7 @@ class RuleEngine:
         first[1:] = rows[1:] != rows[:-1]
         rank = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
         rounds = int(rank.max()) + 1
-        done = quiet_rounds(ks, rows, ts, value, rank) if self.quiet_stretches else 0
+        done = quiet_rounds(ks, rows, ts, value, rank, rounds) if self.quiet_stretches else 0
         if done == rounds:
             return  # all of it was one quiet stretch
         by_round = np.lexsort((rows, rank))

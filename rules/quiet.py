@@ -31,11 +31,11 @@ if TYPE_CHECKING:
 MIN_ROUNDS = 2  # one reading per sensor is already a single round
 
 
-def quiet_rounds(ks: KindState, rows: IntArray, ts: IntArray, value: FloatArray, rank: IntArray) -> int:
+def quiet_rounds(ks: KindState, rows: IntArray, ts: IntArray, value: FloatArray, rank: IntArray,
+                 total: int) -> int:
     """Evaluate leading rounds of a kind's readings (sorted by row, then ts; `rank` = round of
-    each) in one pass, piece by piece while the stretch stays quiet; returns how many rounds
-    were done (0: none, the rounds do it all)."""
-    total = int(rank.max()) + 1
+    each, `total` rounds in all) in one pass, piece by piece while the stretch stays quiet;
+    returns how many rounds were done (0: none, the rounds do it all)."""
     done = piece = 0
     while total - done >= MIN_ROUNDS:
         if piece:
