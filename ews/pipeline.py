@@ -169,9 +169,11 @@ class Pipeline:
         if self.cfg.cpus is not None:
             affinity.pin(self.cfg.cpus)
         # batches reuse the memory they free, and the ingest workers map theirs now, while the
-        # rules are rebuilt, not page by page in the backlog a restart catches up on (ews/heap.py)
+        # rules are rebuilt, not page by page in the backlog a restart catches up on (ews/heap.py);
+        # the database is ready before the connect, so that backlog flows as soon as it comes
         heap.keep_freed_memory()
         self.collector.start_workers()
+        self.collector.prepare()
         log.info(
             "pipeline: %d regions, %d sensors, %d rules (version %s), channels %s",
             len(self.regions.nodes), len(self.sensors), len(self.ruleset.rules), self.ruleset.version,

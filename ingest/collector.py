@@ -174,6 +174,7 @@ class Collector:
         self._subscribe_mid: int | None = None
         self._threads: list[threading.Thread] = []
         self._gate = threading.Event()  # set by `start`: the workers may take batches
+        self._prepared = False  # the live database created and its retention read (`prepare`)
         self._warned: set[str] = set()
         self._log_limit = LogLimit()
         hold = ingest_cfg.reorder_s
@@ -326,16 +327,27 @@ class Collector:
         self._gate.wait()
         loop()
 
-    def start(self, wait_subscribed_s: float = 10.0) -> None:
-        self.start_workers()
-        connect_async(self.client, self.cfg)
-        self.client.loop_start()
-        self.sinks[False].prepare()  # while the broker connects (drill databases: when used)
-        keep = self.sinks[False].retention_ms
+    def prepare(self) -> None:
+        """Create the live database and read its retention, once (drill databases: when used).
+        The pipeline does it before its rules are rebuilt, well ahead of the connect: a restart's backlog
+        then starts flowing the moment the broker sends it, not 10-20 ms later (a CREATE DATABASE
+        is written to disk). `start` does it itself when nobody did, while the broker connects."""
+        if self._prepared:
+            return
+        self._prepared = True
+        sink = self.sinks[False]
+        sink.prepare()
+        keep = sink.retention_ms
         if keep is not None and keep < self.processor.allowed_lateness_ms:
             log.warning("InfluxDB keeps readings for %g h, less than the allowed lateness of %g h: readings "
                         "between the two are rejected as beyond_retention, not evaluated; lengthen the "
                         "retention policy", keep / 3_600_000, self.processor.allowed_lateness_ms / 3_600_000)
+
+    def start(self, wait_subscribed_s: float = 10.0) -> None:
+        self.start_workers()
+        connect_async(self.client, self.cfg)
+        self.client.loop_start()
+        self.prepare()  # the workers wait for the retention: a reading beyond it is not written
         self._gate.set()
         if not self._subscribed.wait(wait_subscribed_s):
             log.warning("MQTT broker %s:%d not reachable yet, or not answering our subscription; still trying",

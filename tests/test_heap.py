@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ews import heap
@@ -121,6 +122,7 @@ def test_the_pipeline_maps_memory_and_settles_the_heap_before_it_connects(
     servers: LocalServers, influx_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events: list[str] = []
+    ready: list[bool] = []
     monkeypatch.setattr(heap, "settle", lambda: events.append("settle"))
     keep = heap.keep_freed_memory
     monkeypatch.setattr(heap, "keep_freed_memory", lambda: events.append("keep") or keep())
@@ -131,6 +133,13 @@ def test_the_pipeline_maps_memory_and_settles_the_heap_before_it_connects(
         workers(self)
 
     monkeypatch.setattr(Collector, "start_workers", start_workers)
+    prepare = Collector.prepare
+
+    def prepared(self: Collector) -> None:
+        events.append("prepare")
+        prepare(self)
+
+    monkeypatch.setattr(Collector, "prepare", prepared)
     p = Pipeline(Config(
         mqtt=MqttConfig(port=servers.mqtt.port, client_id="heap-settle"),
         influxdb=InfluxConfig(url=servers.influx_url, database=influx_db),
@@ -142,12 +151,17 @@ def test_the_pipeline_maps_memory_and_settles_the_heap_before_it_connects(
 
     def start() -> None:
         events.append("connect")
+        # the database is there before the broker sends a backlog, which then need not wait for it
+        databases = httpx.post(f"{servers.influx_url}/query", data={"q": "SHOW DATABASES"}).json()
+        ready.append([influx_db] in databases["results"][0]["series"][0]["values"])
         connect()
 
     p.collector.start = start  # type: ignore[method-assign]
     p.start()
     try:
-        assert events == ["keep", "workers", "settle", "connect", "workers"]  # the second finds them running
+        # the second `workers` finds them running, the second `prepare` the database ready
+        assert events == ["keep", "workers", "prepare", "settle", "connect", "workers", "prepare"]
+        assert ready == [True]
         assert {"ingest-decode", "ingest-write", "ingest-rules"} <= {t.name for t in threading.enumerate()}
     finally:
         p.stop()
