@@ -17,8 +17,10 @@ section's sentence "Invocations from N on read gateway batches with the compiled
 are summed up again on their own, and marked in the plot (green bars in the middle); so are
 those since the detectors' kernels ("Invocations from N on also run the detectors' compiled
 kernels", purple bars), since all five of them ("Invocations from N on run all five
-kernels", teal bars) and since line protocol is copied by `memcpy` into memory mapped once
-("Invocations from N on copy line protocol into memory mapped once", orange bars).
+kernels", teal bars), since line protocol is copied by `memcpy` into memory mapped once
+("Invocations from N on copy line protocol into memory mapped once", orange bars) and since
+the database is made ready before the broker is connected ("Invocations from N on make the
+database ready before the connect", brown bars).
 
 It also checks the tables against themselves (a median that is not the median of its runs,
 a CPU ratio that is not the quotient of its columns, a CPU sum that does not add up, a
@@ -43,7 +45,8 @@ TARGET = 80
 ERAS = (("scanner", "read gateway batches with the compiled scanner", "the compiled scanner", "#2ca02c"),
         ("kernels", "also run the detectors' compiled kernels", "the detectors' kernels", "#9467bd"),
         ("five", "run all five kernels", "all five kernels", "#17becf"),
-        ("mapped", "copy line protocol into memory mapped once", "memory mapped once", "#ff7f0e"))
+        ("mapped", "copy line protocol into memory mapped once", "memory mapped once", "#ff7f0e"),
+        ("ready", "make the database ready before the connect", "the database ready first", "#8c564b"))
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Invocation:
     kernels: bool = False  # quiet stretches with the detectors' numba kernels (detectors/reference.py)
     five: bool = False  # with all five of them
     mapped: bool = False  # line protocol by memcpy, batches' memory mapped once (ews/heap.py)
+    ready: bool = False  # the database created and its retention read before the connect
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,12 @@ def test_invocations_with_the_detectors_kernels_are_summed_up_again_on_their_own
     assert [i.number for i in mapped if i.mapped] == [3, 4, 5]
     assert "with memory mapped once (from 3), shared cores: 1 invocations, medians 73-73 %" in "\n".join(
         h.summary(mapped, h.parse_cpu(text)))
+    ready = h.parse_invocations(text.replace("kernels.\n", "kernels. Invocations from 4 on copy line protocol\n"
+                                                       "into memory mapped once. Invocations from 5 on make the\n"
+                                                       "database ready before the connect.\n"))
+    assert [i.number for i in ready if i.ready] == [5] and [i.number for i in ready if i.mapped] == [4, 5]
+    assert "with the database ready first (from 5), InfluxDB on its own core: 1 invocations, medians 78-78 %" in \
+        "\n".join(h.summary(ready, h.parse_cpu(text)))
 
 
 @pytest.mark.parametrize(("ratio", "cpu", "named"), [
