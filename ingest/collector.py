@@ -329,9 +329,10 @@ class Collector:
 
     def prepare(self) -> None:
         """Create the live database and read its retention, once (drill databases: when used).
-        The pipeline does it before its rules are rebuilt, well ahead of the connect: a restart's backlog
-        then starts flowing the moment the broker sends it, not 10-20 ms later (a CREATE DATABASE
-        is written to disk). `start` does it itself when nobody did, while the broker connects."""
+        The pipeline does it before its rules are rebuilt, well ahead of the connect, so that a
+        restart's backlog is decoded as soon as the broker sends it instead of waiting behind a
+        CREATE DATABASE (docs/decisions.md). `start` does it, while the broker connects, when
+        nobody has."""
         if self._prepared:
             return
         self._prepared = True

@@ -118,7 +118,7 @@ def test_workers_started_ahead_wait_for_start_and_end_with_stop(
     assert "ingest-decode" not in {t.name for t in threading.enumerate()}
 
 
-def test_the_pipeline_maps_memory_and_settles_the_heap_before_it_connects(
+def test_the_pipeline_maps_memory_readies_its_database_and_settles_the_heap_before_it_connects(
     servers: LocalServers, influx_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events: list[str] = []
