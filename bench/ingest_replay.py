@@ -20,11 +20,11 @@ started here on loopback:
    - "replayed beside a neighbour": back to back while another process sorts and shuffles a
      32 MB array on the CPU the clients use.
 
-Prints InfluxDB's CPU a point and points/s for each (the live run: over the span from its
-first request's start to its last one's return, and its CPU over the pipeline's whole
-process), each as a median over the rounds and as a ratio to raw's, and writes
-.state/bench/ingest_replay.png. `--split` places the servers as bench/ingest.py's `--split`
-does: InfluxDB on a core of its own.
+Prints InfluxDB's CPU a point and points/s for each (the live run's over the span from its
+first request's start to its last one's return), each as a median over the rounds and as a
+ratio to raw's, and InfluxDB's CPU a point over the pipeline's whole process as
+bench/ingest.py counts it; writes .state/bench/ingest_replay.png. `--split` places the servers
+as bench/ingest.py's `--split` does: InfluxDB on a core of its own.
 
 (-P keeps bench/ off the import path: bench/ingest.py would shadow the `ingest` package.)
 """
