@@ -172,11 +172,16 @@ def influx_count(url: str, db: str) -> int:
     return total
 
 
+def raw_requests(lines: bytes, batch: int = 5000) -> list[bytes]:
+    """The raw baseline's request bodies: `batch` lines each, in the stream's order."""
+    rows = lines.splitlines(keepends=True)
+    return [b"".join(rows[i:i + batch]) for i in range(0, len(rows), batch)]
+
+
 def raw_influx_rate(url: str, lines: bytes, db: str, writers: int, batch: int = 5000) -> tuple[float, float]:
     """(points/s, CPU seconds this process spent sending them)."""
     httpx.post(f"{url}/query", data={"q": f'CREATE DATABASE "{db}"'})
-    rows = lines.splitlines(keepends=True)
-    chunks = [b"".join(rows[i:i + batch]) for i in range(0, len(rows), batch)]
+    chunks = raw_requests(lines, batch)
     client = httpx.Client(base_url=url, timeout=60)
 
     def post(body: bytes) -> None:
@@ -187,7 +192,7 @@ def raw_influx_rate(url: str, lines: bytes, db: str, writers: int, batch: int = 
         list(pool.map(post, chunks))
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     client.close()
-    return len(rows) / elapsed, cpu
+    return lines.count(b"\n") / elapsed, cpu
 
 
 def run_role(role: str, port: int, client_id: str, messages: int, influx: str, db: str, state: Path,

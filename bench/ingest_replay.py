@@ -65,7 +65,8 @@ def capture_role(argv: list[str]) -> None:
     from ingest.influx_v1 import InfluxV1
 
     sent: list[tuple[float, float, bytes]] = []
-    influx_cpu: list[float] = []  # at the first request's start, then at each return
+    influx_cpu: list[float] = []  # at the first request's start, then at the latest return
+    latest = [0.0]  # the latest return so far
     lock = threading.Lock()
     post = InfluxV1._post
     tick = os.sysconf("SC_CLK_TCK")
@@ -84,7 +85,8 @@ def capture_role(argv: list[str]) -> None:
         t1 = time.time()
         with lock:
             sent.append((t0, t1, bytes(lines)))
-            if t1 >= max(r[1] for r in sent):
+            if t1 >= latest[0]:
+                latest[0] = t1
                 influx_cpu[1:] = [cpu_of_influx()]
         return answer
 
@@ -196,11 +198,6 @@ def on_time(requests: list[Request]) -> Callable[[httpx.Client, str], None]:
     return send
 
 
-def chunks(lines: bytes, size: int = 5000) -> list[bytes]:
-    rows = lines.splitlines(keepends=True)
-    return [b"".join(rows[i:i + size]) for i in range(0, len(rows), size)]
-
-
 def live_run(n: int, port: int, url: str, influx_pid: int, state: Path, tag: str,
              msgs: list[tuple[str, bytes]]) -> tuple[tuple[float, float], float, list[Request]]:
     """The pipeline draining the queued stream: ((points/s over its writes, InfluxDB's CPU µs a
@@ -290,7 +287,7 @@ def main() -> int:
                 live_whole.append(whole)
                 progress.advance(task)
                 bodies = [body for _, _, body in requests]
-                sends = {"raw": back_to_back(chunks(lines), 2), "replayed": back_to_back(bodies, 4),
+                sends = {"raw": back_to_back(bench.raw_requests(lines), 2), "replayed": back_to_back(bodies, 4),
                          "replayed on time": on_time(requests),
                          "replayed beside a neighbour": back_to_back(bodies, 4)}
                 order = list(sends) if rnd % 2 == 0 else list(sends)[::-1]
