@@ -11,7 +11,8 @@ readings a message at full speed) and of 5,000. Each round times both variants o
 batches, one after the other, in this process's CPU time:
 
 - compiled: the engine as shipped (detectors' numba kernels: binary search of the windows,
-  stuck-value runs, drift means, appending a stretch to the windows, the threshold proof);
+  rolling sums, least-squares trends, stuck-value runs, drift means, appending a stretch to
+  the windows, the threshold proof);
 - baseline: the same engine with detectors/reference.py's numpy forms of those kernels.
 
 Both must leave the same windows and raise the same level changes. Prints the medians of the
@@ -42,6 +43,7 @@ from rich.table import Table  # noqa: E402
 import detectors.accumulate  # noqa: E402
 import detectors.faults  # noqa: E402
 import detectors.threshold  # noqa: E402
+import detectors.trend  # noqa: E402
 import detectors.windows  # noqa: E402
 from detectors import reference  # noqa: E402
 from ews.config import RegistryConfig  # noqa: E402
@@ -56,6 +58,8 @@ SIZES = (20_100, 5_000)
 
 
 KERNELS = [(detectors.accumulate, "_first_after", reference.first_after),
+           (detectors.accumulate, "_rolling_sums", reference.rolling_sums),
+           (detectors.trend, "_fit_rows", reference.fit_rows),
            (detectors.faults, "_stuck_runs", reference.stuck_runs),
            (detectors.faults, "_drift_means", reference.drift_means),
            (detectors.windows, "_append_runs", reference.append_runs),

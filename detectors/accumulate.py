@@ -44,44 +44,61 @@ def first_after(win: Windows, rows: IntArray, x: IntArray) -> IntArray:
 @kernel
 def _first_after(data: FloatArray, end: IntArray, count: IntArray, mask: int, n: int, rows: IntArray,
                  x: IntArray) -> IntArray:
-    # the ts is compared as the float64 it is stored as, as numpy compares an int64 with a
-    # float64 (exact below 2^53); the window's readings are sorted, so a search finds the one
     k, m = x.shape
     out = np.empty((k, m), np.int64)
     for i in range(k):
         r = rows[i]
-        e = end[r]
         for j in range(m):
-            a = e - count[r]
-            b = e
-            xj = np.float64(x[i, j])
-            while a < b:
-                mid = (a + b) // 2
-                if data[((mid & mask) * n + r) * 3 + TS] <= xj:
-                    a = mid + 1
-                else:
-                    b = mid
-            out[i, j] = a
+            out[i, j] = _search(data, end[r] - count[r], end[r], mask, n, r, x[i, j])
     return out
 
 
-def _prefix(win: Windows, rows: IntArray, j: IntArray) -> FloatArray:
-    """Sum of all values before logical index j (j may equal the row's end)."""
-    r = np.broadcast_to(rows.reshape((-1,) + (1,) * (j.ndim - 1)), j.shape)
-    end = win.end[r]
-    last = win.data.take(win.flat(r, end - 1).ravel(), axis=0).reshape((*j.shape, 3))
-    total = np.where(win.count[r] > 0, last[..., BEF] + last[..., VAL], 0.0)
-    inside = win.field(BEF, win.flat(r, np.minimum(j, end - 1)))
-    return np.where(j < end, inside, total)
+@kernel
+def _search(data: FloatArray, a: int, b: int, mask: int, n: int, r: int, x: int) -> int:
+    # the ts is compared as the float64 it is stored as, as numpy compares an int64 with a
+    # float64 (exact below 2^53); the window's readings are sorted, so a search finds the one
+    xf = np.float64(x)
+    while a < b:
+        mid = (a + b) // 2
+        if data[((mid & mask) * n + r) * 3 + TS] <= xf:
+            a = mid + 1
+        else:
+            b = mid
+    return a
 
 
 def rolling_sums(win: Windows, rows: IntArray, t: IntArray, spans_ms: IntArray) -> FloatArray:
-    """Sum of values with ts in (t - W, t] for each row (k,) and window W (m,): shape (k, m)."""
-    t = t.astype(np.int64)
-    upper = first_after(win, rows, t)
-    lower = first_after(win, rows, t[:, None] - spans_ms[None, :].astype(np.int64))
-    sums = _prefix(win, rows, upper)[:, None] - _prefix(win, rows, lower)
+    """Sum of values with ts in (t - W, t] for each row (k,) and window W (m,): shape (k, m).
+
+    Two searches a window and two prefix sums, compiled: the whole-array form it replaced
+    (detectors/reference.py) was most of what a quiet stretch of rain gauges cost."""
+    sums = _rolling_sums(win.data.reshape(-1), win.end, win.count, win.mask, win.n,
+                         np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(t, np.int64),
+                         np.ascontiguousarray(spans_ms, np.int64))
     return np.round(sums, ROUND_DECIMALS)
+
+
+@kernel
+def _rolling_sums(data: FloatArray, end: IntArray, count: IntArray, mask: int, n: int, rows: IntArray,
+                  t: IntArray, spans: IntArray) -> FloatArray:
+    """Unrounded: the prefix sum before each row's first reading after t, less the one before
+    its first reading after t - W (a prefix past the newest reading is the row's total)."""
+    k, m = rows.shape[0], spans.shape[0]
+    out = np.empty((k, m))
+    for i in range(k):
+        r = rows[i]
+        e, first = end[r], end[r] - count[r]
+        total = 0.0
+        if count[r] > 0:
+            newest = (((e - 1) & mask) * n + r) * 3
+            total = data[newest + BEF] + data[newest + VAL]
+        upper = _search(data, first, e, mask, n, r, t[i])
+        top = data[(((upper & mask) * n + r) * 3) + BEF] if upper < e else total
+        for j in range(m):
+            lower = _search(data, first, e, mask, n, r, t[i] - spans[j])
+            bottom = data[(((lower & mask) * n + r) * 3) + BEF] if lower < e else total
+            out[i, j] = top - bottom
+    return out
 
 
 class Accumulator:

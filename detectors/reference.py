@@ -1,6 +1,7 @@
 """The detectors' compiled kernels written as whole-array numpy, the form they replaced.
 
 Same arguments and results as each kernel (`detectors.accumulate._first_after`,
+`detectors.accumulate._rolling_sums`, `detectors.trend._fit_rows`,
 `detectors.faults._stuck_runs`, `detectors.faults._drift_means`,
 `detectors.windows._append_runs`, `detectors.threshold._quiet_since`): the tests hold every
 kernel to its form here on random inputs, bit for bit, and `bench/rules.py` runs the engine on
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from detectors.trend import least_squares
 from detectors.windows import BEF, NO_TS, TS, VAL, BoolArray, FloatArray, IntArray, leading, previous
 
 
@@ -32,6 +34,40 @@ def first_after(data: FloatArray, end: IntArray, count: IntArray, mask: int, n: 
         lo = np.where(open_ & right, mid + 1, lo)
         hi = np.where(open_ & ~right, mid, hi)
     return lo
+
+
+def rolling_sums(data: FloatArray, end: IntArray, count: IntArray, mask: int, n: int, rows: IntArray,
+                 t: IntArray, spans: IntArray) -> FloatArray:
+    """(k, m) unrounded sums of values with ts in (t - W, t]: two searches over all windows
+    at once, then the difference of the prefix sums found."""
+
+    def prefix(j: IntArray) -> FloatArray:  # sum of all values before logical index j
+        r = np.broadcast_to(rows.reshape((-1,) + (1,) * (j.ndim - 1)), j.shape)
+        e = end[r]
+        last = data.reshape(-1, 3).take(((e - 1) & mask) * n + r, axis=0)
+        total = np.where(count[r] > 0, last[..., BEF] + last[..., VAL], 0.0)
+        inside = data.take(((np.minimum(j, e - 1) & mask) * n + r) * 3 + BEF)
+        return np.where(j < e, inside, total)
+
+    upper = first_after(data, end, count, mask, n, rows, t[:, None])[:, 0]
+    lower = first_after(data, end, count, mask, n, rows, t[:, None] - spans[None, :])
+    return prefix(upper)[:, None] - prefix(lower)
+
+
+def fit_rows(data: FloatArray, end: IntArray, count: IntArray, mask: int, n: int, rows: IntArray,
+             upto: IntArray, t: IntArray, spans: IntArray, m: int, min_points: int
+             ) -> tuple[FloatArray, FloatArray]:
+    """(k, spans) unrounded least-squares (a, b): the last `m` slots of every row up to `upto`
+    gathered into (k, m) arrays, then the whole-array fit once a span."""
+    pos = upto[:, None] - m + np.arange(m)[None, :]
+    held = pos >= (end[rows] - count[rows])[:, None]
+    d = data.reshape(-1, 3).take(((pos & mask) * n + rows[:, None]).ravel(), axis=0).reshape(rows.shape[0], m, 3)
+    ts, vals = d[:, :, TS].astype(np.int64), d[:, :, VAL]
+    a = np.empty((rows.shape[0], spans.shape[0]))
+    b = np.empty_like(a)
+    for j, span in enumerate(spans):
+        a[:, j], b[:, j] = least_squares(ts, vals, held, t, int(span), min_points)
+    return a, b
 
 
 def stuck_runs(ref: FloatArray, since: IntArray, count: IntArray, t: IntArray, v: FloatArray, n: IntArray,

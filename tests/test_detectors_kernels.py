@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from detectors import reference
-from detectors.accumulate import _first_after, first_after
+from detectors.accumulate import _first_after, _rolling_sums, first_after, rolling_sums
 from detectors.faults import Drift, Stuck, _drift_means, _stuck_runs
 from detectors.threshold import ThresholdDetector, _quiet_since
+from detectors.trend import _fit_rows, _pairwise_sum, slopes
 from detectors.windows import NO_TS, TS, Windows, previous
 
 T0 = 1_782_000_000_000
@@ -66,6 +67,73 @@ def test_first_after_never_reads_outside_the_ring() -> None:
     with pytest.raises(IndexError):
         _first_after(win.data.reshape(-1), win.end, win.count, win.mask, 10**6, np.array([1]),
                      np.array([[T0]]))
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal to the last bit, NaN where NaN, and -0.0 where -0.0."""
+    return a.shape == b.shape and np.array_equal(a.view(np.int64), b.view(np.int64))
+
+
+def times_near(rng: np.random.Generator, win: Windows, k: int) -> np.ndarray:
+    """Stored times of the ring, a ms either side of them, and far outside."""
+    stored = np.concatenate([logical_ts(win, int(r)) for r in range(win.n)] + [np.array([T0], float)])
+    return rng.choice(stored, size=k).astype(np.int64) + rng.choice([-1, 0, 0, 1, -10**9, 10**9], size=k)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rolling_sums_are_the_whole_array_form(seed: int) -> None:
+    rng = np.random.default_rng(700 + seed)
+    nonzero = 0
+    for _ in range(60):
+        win = filled_windows(rng, int(rng.integers(1, 30)), int(rng.choice([1, 2, 8, 64])))
+        k = int(rng.integers(0, 40))
+        rows = rng.integers(0, win.n, k)
+        t = times_near(rng, win, k)
+        spans = rng.choice([1, 1000, 60_000, 3_600_000, 86_400_000, 10**10], size=int(rng.integers(1, 5)))
+        args = (win.data.reshape(-1), win.end, win.count, win.mask, win.n, rows, t, spans)
+        got = _rolling_sums(*args)
+        assert same_bits(got, reference.rolling_sums(*args))
+        assert np.array_equal(rolling_sums(win, rows, t, spans), np.round(got, 6))
+        nonzero += int((got != 0).sum())
+    assert nonzero > 500  # windows held readings, not only empty stretches
+
+
+def test_pairwise_sum_is_numpys_sum() -> None:
+    """Bit for bit at every length up to several halvings deep, signed zeros included."""
+    rng = np.random.default_rng(900)
+    for n in [*range(0, 300), 511, 512, 1000, 1023, 1024, 1025, 4099, 20_000]:
+        a = rng.standard_normal(n) * rng.choice([1e-6, 1.0, 1e9], size=n)
+        a[rng.random(n) < 0.1] = -0.0
+        assert same_bits(np.array(_pairwise_sum(a, n)), np.array(a.sum()))
+    assert same_bits(np.array(_pairwise_sum(np.array([-0.0, -0.0]), 2)), np.array(0.0))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fit_rows_are_the_whole_array_form(seed: int) -> None:
+    """Every slot count from one up to more than the ring holds (numpy sums eight lanes from
+    eight on, and halves from 129), readings missing (NaN) and at -0.0, windows from nothing
+    to everything, positions up to the end or up to a past reading."""
+    rng = np.random.default_rng(800 + seed)
+    fitted = 0
+    for _ in range(60):
+        win = filled_windows(rng, int(rng.integers(1, 30)), int(rng.choice([1, 8, 64, 256])))
+        odd = rng.random(win.data.shape[0])
+        win.data[odd < 0.05, 1] = np.nan
+        win.data[(odd >= 0.05) & (odd < 0.1), 1] = -0.0
+        k = int(rng.integers(0, 40))
+        rows = rng.integers(0, win.n, k)
+        t = times_near(rng, win, k)
+        upto = win.end[rows] if rng.random() < 0.5 else first_after(win, rows, t)
+        spans = rng.choice([1, 60_000, 1_800_000, 3_600_000, 10**10], size=int(rng.integers(1, 4)))
+        m, least = int(rng.integers(1, min(win.capacity, 200) + 1)), int(rng.integers(1, 5))
+        args = (win.data.reshape(-1), win.end, win.count, win.mask, win.n, rows, upto, t, spans, m, least)
+        got, want = _fit_rows(*args), reference.fit_rows(*args)
+        assert same_bits(got[0], want[0]) and same_bits(got[1], want[1])
+        a, b = slopes(win, rows, t, spans, m, upto, least)
+        assert np.array_equal(a, np.round(got[0], 9), equal_nan=True)
+        assert np.array_equal(b, np.round(got[1], 9), equal_nan=True)
+        fitted += int((~np.isnan(got[1])).sum())
+    assert fitted > 100  # lines were fitted, not only refused
 
 
 def stuck_case(rng: np.random.Generator) -> tuple[np.ndarray, ...]:
