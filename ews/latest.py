@@ -14,6 +14,7 @@ import threading
 import numpy as np
 import numpy.typing as npt
 
+from ews.compiled import kernel
 from ews.models import ReadingBatch
 
 NEVER = np.iinfo(np.int64).min
@@ -25,29 +26,21 @@ class LatestReadings:
         self.ts_ms: npt.NDArray[np.int64] = np.full(n_sensors, NEVER, np.int64)
         self.value: npt.NDArray[np.float64] = np.full(n_sensors, np.nan, np.float64)
         self.seen_ms: npt.NDArray[np.int64] = np.full(n_sensors, NEVER, np.int64)
+        # compiled code is loaded (or compiled) at the first call: here, not on the first batch
+        none = np.zeros(0, np.int64)
+        _take_newest(self.ts_ms, self.value, self.seen_ms, none, none, np.zeros(0), 0)
 
     def update(self, batch: ReadingBatch, now_ms: int) -> None:
-        """Take the newest reading of each sensor in the batch (by event time; a late reading
-        older than the one held only refreshes `seen_ms`)."""
+        """Take the newest reading of each sensor in the batch (by event time; of readings at
+        the same time the last one; a late reading older than the one held only refreshes
+        `seen_ms`)."""
         if len(batch) == 0:
             return
-        sensor = np.asarray(batch.sensor, np.int64)
-        ts = np.asarray(batch.ts_ms, np.int64)
-        ok = (sensor >= 0) & (sensor < self.ts_ms.shape[0])
-        sensor, ts, value = sensor[ok], ts[ok], np.asarray(batch.value, np.float64)[ok]
-        if sensor.shape[0] == 0:
-            return
-        # the last row of each sensor after sorting by (sensor, ts) is its newest reading
-        order = np.lexsort((ts, sensor))
-        sensor, ts, value = sensor[order], ts[order], value[order]
-        last = np.ones(sensor.shape[0], np.bool_)
-        last[:-1] = sensor[1:] != sensor[:-1]
-        s, t, v = sensor[last], ts[last], value[last]
+        sensor = np.ascontiguousarray(batch.sensor, np.int64)
+        ts = np.ascontiguousarray(batch.ts_ms, np.int64)
+        value = np.ascontiguousarray(batch.value, np.float64)
         with self._lock:
-            newer = t >= self.ts_ms[s]
-            self.ts_ms[s[newer]] = t[newer]
-            self.value[s[newer]] = v[newer]
-            self.seen_ms[s] = now_ms
+            _take_newest(self.ts_ms, self.value, self.seen_ms, sensor, ts, value, now_ms)
 
     def seed(self, index: int, ts_ms: int, value: float) -> None:
         """A reading read back from storage, for a sensor not heard from since start-up."""
@@ -68,3 +61,19 @@ class LatestReadings:
     def snapshot(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
         with self._lock:
             return self.ts_ms.copy(), self.value.copy(), self.seen_ms.copy()
+
+
+@kernel
+def _take_newest(held_ts: npt.NDArray[np.int64], held_value: npt.NDArray[np.float64],
+                 seen: npt.NDArray[np.int64], sensor: npt.NDArray[np.int64], ts: npt.NDArray[np.int64],
+                 value: npt.NDArray[np.float64], now_ms: int) -> None:
+    # one pass in batch order: a reading at or after the one held replaces it. The sort by
+    # sensor and time it replaced was a tenth of what the rules thread spent on a gateway batch
+    for i in range(sensor.shape[0]):
+        s = sensor[i]
+        if s < 0 or s >= held_ts.shape[0]:
+            continue
+        seen[s] = now_ms
+        if ts[i] >= held_ts[s]:
+            held_ts[s] = ts[i]
+            held_value[s] = value[i]
