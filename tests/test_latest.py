@@ -5,32 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ews.latest import NEVER, LatestReadings
+from ews.latest import NEVER, LatestReadings, take_newest_by_sorting
 from ews.models import ReadingBatch
 
 T0 = 1_782_000_000_000
 
 
-def by_sorting(latest: LatestReadings, batch: ReadingBatch, now_ms: int) -> None:
-    """The whole-array form: sort by (sensor, ts), stably, and take each sensor's last row."""
-    sensor, ts, value = batch.sensor, batch.ts_ms, batch.value
-    ok = (sensor >= 0) & (sensor < latest.ts_ms.shape[0])
-    sensor, ts, value = sensor[ok], ts[ok], value[ok]
-    if sensor.shape[0] == 0:
-        return
-    order = np.lexsort((ts, sensor))
-    sensor, ts, value = sensor[order], ts[order], value[order]
-    last = np.ones(sensor.shape[0], np.bool_)
-    last[:-1] = sensor[1:] != sensor[:-1]
-    s, t, v = sensor[last], ts[last], value[last]
-    newer = t >= latest.ts_ms[s]
-    latest.ts_ms[s[newer]] = t[newer]
-    latest.value[s[newer]] = v[newer]
-    latest.seen_ms[s] = now_ms
-
-
 @pytest.mark.parametrize("seed", range(4))
-def test_update_keeps_what_sorting_would(seed: int) -> None:
+def test_update_keeps_what_the_whole_array_form_keeps(seed: int) -> None:
     """Repeats, readings at the same time with different values, late readings, sensors out of
     range, across several batches."""
     rng = np.random.default_rng(seed)
@@ -42,7 +24,8 @@ def test_update_keeps_what_sorting_would(seed: int) -> None:
                              T0 + rng.integers(0, 20, k).astype(np.int64) * 60_000 + step * 30_000,
                              rng.choice([0.0, 1.5, -0.0, np.nan, 7.25], size=k))
         fast.update(batch, T0 + step)
-        by_sorting(slow, batch, T0 + step)
+        take_newest_by_sorting(slow.ts_ms, slow.value, slow.seen_ms, batch.sensor, batch.ts_ms, batch.value,
+                               T0 + step)
         for a, b in zip(fast.snapshot(), slow.snapshot(), strict=True):
             assert np.array_equal(a.view(np.int64), b.view(np.int64))
     assert (fast.ts_ms != NEVER).sum() > 0
