@@ -18,9 +18,10 @@ are summed up again on their own, and marked in the plot (green bars in the midd
 those since the detectors' kernels ("Invocations from N on also run the detectors' compiled
 kernels", purple bars), since all five of them ("Invocations from N on run all five
 kernels", teal bars), since line protocol is copied by `memcpy` into memory mapped once
-("Invocations from N on copy line protocol into memory mapped once", orange bars) and since
-the database is made ready before the broker is connected ("Invocations from N on make the
-database ready before the connect", brown bars).
+("Invocations from N on copy line protocol into memory mapped once", orange bars), since the
+database is made ready before the broker is connected ("Invocations from N on make the
+database ready before the connect", brown bars) and since the rules' trends and rolling sums
+are compiled ("Invocations from N on compile the rules' trends and rolling sums", pink bars).
 
 It also checks the tables against themselves (a median that is not the median of its runs,
 a CPU ratio that is not the quotient of its columns, a CPU sum that does not add up, a
@@ -46,7 +47,8 @@ ERAS = (("scanner", "read gateway batches with the compiled scanner", "the compi
         ("kernels", "also run the detectors' compiled kernels", "the detectors' kernels", "#9467bd"),
         ("five", "run all five kernels", "all five kernels", "#17becf"),
         ("mapped", "copy line protocol into memory mapped once", "memory mapped once", "#ff7f0e"),
-        ("ready", "make the database ready before the connect", "the database ready first", "#8c564b"))
+        ("ready", "make the database ready before the connect", "the database ready first", "#8c564b"),
+        ("trends", "compile the rules' trends and rolling sums", "trends and sums compiled", "#e377c2"))
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Invocation:
     five: bool = False  # with all five of them
     mapped: bool = False  # line protocol by memcpy, batches' memory mapped once (ews/heap.py)
     ready: bool = False  # the database created and its retention read before the connect
+    trends: bool = False  # trends, rolling sums at past times and the latest readings compiled
 
 
 @dataclass(frozen=True)

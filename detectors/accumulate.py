@@ -71,7 +71,7 @@ def rolling_sums(win: Windows, rows: IntArray, t: IntArray, spans_ms: IntArray) 
     """Sum of values with ts in (t - W, t] for each row (k,) and window W (m,): shape (k, m).
 
     Two searches a window and two prefix sums, compiled: the whole-array form it replaced
-    (detectors/reference.py) was most of what a quiet stretch of rain gauges cost."""
+    (detectors/reference.py) was the largest single cost of a quiet stretch of rain gauges."""
     sums = _rolling_sums(win.data.reshape(-1), win.end, win.count, win.mask, win.n,
                          np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(t, np.int64),
                          np.ascontiguousarray(spans_ms, np.int64))

@@ -91,6 +91,13 @@ def test_invocations_with_the_detectors_kernels_are_summed_up_again_on_their_own
     assert [i.number for i in ready if i.ready] == [5] and [i.number for i in ready if i.mapped] == [4, 5]
     assert "with the database ready first (from 5), InfluxDB on its own core: 1 invocations, medians 78-78 %" in \
         "\n".join(h.summary(ready, h.parse_cpu(text)))
+    trends = h.parse_invocations(text.replace("kernels.\n", "kernels. Invocations from 4 on make the database\n"
+                                                        "ready before the connect. Invocations from 5 on compile\n"
+                                                        "the rules' trends and rolling sums.\n"))
+    assert [i.number for i in trends if i.trends] == [5] and [i.number for i in trends if i.ready] == [4, 5]
+    lines = "\n".join(h.summary(trends, h.parse_cpu(text)))
+    assert "with trends and sums compiled (from 5), InfluxDB on its own core: 1 invocations, medians 78-78 %" in lines
+    assert "with trends and sums compiled (from 5), shared cores" not in lines
 
 
 @pytest.mark.parametrize(("ratio", "cpu", "named"), [
