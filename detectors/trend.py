@@ -128,8 +128,8 @@ def _pairwise_sum(a: FloatArray, n: int) -> float:
 
 @kernel
 def _fit_rows(data: FloatArray, end: IntArray, count: IntArray, mask: int, n: int, rows: IntArray,
-          upto: IntArray, t: IntArray, spans: IntArray, m: int, min_points: int
-          ) -> tuple[FloatArray, FloatArray]:
+              upto: IntArray, t: IntArray, spans: IntArray, m: int, min_points: int
+              ) -> tuple[FloatArray, FloatArray]:
     """Unrounded (a, b) of each row (its last `m` slots up to logical position `upto`) and
     span, one row at a time: what `least_squares` gives on those slots."""
     k, n_spans = rows.shape[0], spans.shape[0]
