@@ -110,7 +110,7 @@ def test_pairwise_sum_is_numpys_sum() -> None:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_fit_rows_are_the_whole_array_form(seed: int) -> None:
-    """Every slot count from one up to more than the ring holds (numpy sums eight lanes from
+    """Slot counts from one up to the ring's size, at most 200 (numpy sums eight lanes from
     eight on, and halves from 129), readings missing (NaN) and at -0.0, windows from nothing
     to everything, positions up to the end or up to a past reading."""
     rng = np.random.default_rng(800 + seed)
