@@ -23,12 +23,11 @@ from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]  # as -P does
+sys.path.insert(0, str(_HERE.parent))  # the repository: the sibling scripts import as `bench.<name>`
 
 import argparse  # noqa: E402
-import importlib.util  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
@@ -41,14 +40,6 @@ from ingest.lineproto import LineBuilder  # noqa: E402
 from ingest.process import MessageProcessor, Outcome  # noqa: E402
 
 console = Console(width=110)
-
-
-def _stream_of_bench() -> Callable[..., Any]:
-    spec = importlib.util.spec_from_file_location("bench_ingest", _HERE / "ingest.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.stream
 
 
 def joined_lines(prefixes: list[bytes], sensor: npt.NDArray[np.int64], ts: npt.NDArray[np.int64],
@@ -80,8 +71,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=7)
     a = ap.parse_args()
     reg = RegistryConfig.sample().load()
-    msgs, _ = _stream_of_bench()(reg.sensors, a.messages, 100)
-    msgs = [(t.encode(), p) for t, p in msgs]  # as paho hands them over
+    from bench.ingest import stream
+
+    published, _ = stream(reg.sensors, a.messages, 100)
+    msgs = [(t.encode(), p) for t, p in published]  # as paho hands them over
     batches = [msgs[i:i + 250] for i in range(0, len(msgs), 250)]
     now = int(time.time() * 1000)
     scanned, plain = MessageProcessor(reg.sensors, reg.regions), MessageProcessor(reg.sensors, reg.regions)

@@ -31,8 +31,8 @@ from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]  # as -P does
+sys.path.insert(0, str(_HERE.parent))  # the repository: the sibling scripts import as `bench.<name>`
 
-import importlib.util  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
@@ -44,6 +44,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench.ingest_roles import pipeline_config  # noqa: E402
 from ews.config import RegistryConfig  # noqa: E402
 from ews.pipeline import Pipeline  # noqa: E402
 from ews.sensors import SensorRegistry  # noqa: E402
@@ -55,17 +56,6 @@ console = Console(width=140)
 AWARE, LINGERING, DIRECT = "window-aware", "lingering", "no window"
 
 
-def _bench_module(name: str) -> Any:
-    """A sibling bench script as a module: bench/ingest.py's stream and queueing helpers (the
-    same stream of the sample district), bench/ingest_roles.py's pipeline configuration."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", _HERE / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ROLES = _bench_module("ingest_roles")
 
 
 class NoWindow(InflightWindow):
@@ -84,7 +74,7 @@ def drain(pipeline_port: int, broker_port: int, influx_url: str, state: Path, se
     cid, db = f"inflight-{tag}", f"inflight_{tag}"
     bi.make_session(broker_port, cid, False)
     bi.publish_all(broker_port, msgs, f"inflight-pub-{tag}", progress=lambda k: None)
-    p = Pipeline(ROLES.pipeline_config(pipeline_port, cid, influx_url, db, state / cid, drill_root=None))
+    p = Pipeline(pipeline_config(pipeline_port, cid, influx_url, db, state / cid, drill_root=None))
     col = p.collector
     if how == LINGERING:
         col._window = NoWindow()
@@ -135,7 +125,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path(".state/bench/inflight.png"))
     a = ap.parse_args()
-    bi = _bench_module("ingest")
+    from bench import ingest as bi  # the same stream of the sample district, its queueing helpers
     sensors = RegistryConfig.sample().load().sensors
     windows = [int(w) for w in a.windows.split(",")]
     state = Path(tempfile.mkdtemp(prefix="ews-bench-inflight-"))

@@ -32,23 +32,13 @@ as bench/ingest.py's `--split` does: InfluxDB on a core of its own.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]  # as -P does
-sys.path.insert(0, str(_HERE.parent))
-
-
-def _load(name: str) -> Any:
-    """A sibling bench script as a module (bench/ is kept off the import path)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", _HERE / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(_HERE.parent))  # the repository: the sibling scripts import as `bench.<name>`
 
 
 def capture_role(argv: list[str]) -> None:
@@ -97,7 +87,8 @@ def capture_role(argv: list[str]) -> None:
             pickle.dump((sent, influx_cpu[-1] - influx_cpu[0] if influx_cpu else 0.0), f)
 
     atexit.register(dump)
-    roles = _load("ingest_roles")
+    from bench import ingest_roles as roles
+
     sys.argv = [str(_HERE / "ingest_roles.py"), *rest]
     roles.main()
 
@@ -124,11 +115,11 @@ from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench import ingest as bench  # noqa: E402
 from ews import affinity  # noqa: E402
 from ews.config import RegistryConfig  # noqa: E402
 from ews.servers import influxdb, mosquitto  # noqa: E402
 
-bench = _load("ingest")
 console = Console(width=160)
 KINDS = ("live", "raw", "replayed", "replayed on time", "replayed beside a neighbour")
 NEIGHBOUR = """

@@ -29,10 +29,10 @@ from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]  # as -P does
+sys.path.insert(0, str(_HERE.parent))  # the repository: the sibling scripts import as `bench.<name>`
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import importlib.util  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -99,12 +99,10 @@ def newest(stream: ReadingBatch, n_sensors: int, compiled: bool) -> tuple[float,
 
 
 def readings(n: int) -> tuple[ReadingBatch, SensorRegistry]:
-    spec = importlib.util.spec_from_file_location("bench_ingest", _HERE / "ingest.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from bench.ingest import stream
+
     regions, sensors = RegistryConfig.sample().load()
-    msgs, _ = mod.stream(sensors, n, 100)
+    msgs, _ = stream(sensors, n, 100)
     proc = MessageProcessor(sensors, regions)
     out = [proc.process([(t.encode(), p) for t, p in msgs[i:i + 250]], int(time.time() * 1000))
            for i in range(0, len(msgs), 250)]
