@@ -78,9 +78,9 @@ def main() -> int:
     batches = [msgs[i:i + 250] for i in range(0, len(msgs), 250)]
     now = int(time.time() * 1000)
     scanned, plain = MessageProcessor(reg.sensors, reg.regions), MessageProcessor(reg.sensors, reg.regions)
-    plain._scan_gateways = lambda messages: None  # type: ignore[method-assign]
+    plain._scan = lambda js, payloads, where: None  # type: ignore[method-assign]
     outcomes: list[Outcome] = []
-    for proc in (scanned, plain):  # first sight of each gateway takes the general path: not timed
+    for proc in (scanned, plain):  # the first pass learns each gateway's topic: not timed
         outcomes = [proc.process(b, now) for b in batches]
     n = sum(len(o) for o in outcomes)
     for x, y in zip((scanned.process(b, now) for b in batches), outcomes, strict=True):

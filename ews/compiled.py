@@ -1,6 +1,9 @@
 """How the hot path's numba functions (ingest's gateway scanner and line protocol, the
 detectors' kernels) are compiled: bounds-checked, without the interpreter lock, and cached on
-disk where numba finds a folder it may write.
+disk where numba finds a folder it may write. `guarded` leaves numba's bounds check out, for
+the few functions on every reading's path that check each index themselves (the gateway
+scanner's compact path: ingest/gatewayscan.py); the tests force the check back on
+(`NUMBA_BOUNDSCHECK=1`) to show that none of them reaches outside an array.
 
 `copy_bytes` copies a run of bytes between arrays as one `memcpy`, its bounds checked first
 like every other access here. numba compiles a slice assignment (`out[k:k + n] = src[a:b]`)
@@ -29,14 +32,24 @@ _said = [False]
 
 
 def kernel(fn: Callable[..., Any]) -> Any:
+    return _compiled(fn, boundscheck=True)
+
+
+def guarded(fn: Callable[..., Any]) -> Any:
+    """`kernel` without numba's own bounds check, for code that checks every index itself
+    before using it (each such function says how)."""
+    return _compiled(fn, boundscheck=False)
+
+
+def _compiled(fn: Callable[..., Any], boundscheck: bool) -> Any:
     try:
-        return njit(cache=True, nogil=True, boundscheck=True)(fn)
+        return njit(cache=True, nogil=True, boundscheck=boundscheck)(fn)
     except RuntimeError as exc:  # no writable cache folder
         if not _said[0]:
             _said[0] = True
             log.warning("compiled code cannot be cached (%s): it is compiled at every start; set "
                         "NUMBA_CACHE_DIR to a writable folder", exc)
-        return njit(cache=False, nogil=True, boundscheck=True)(fn)
+        return njit(cache=False, nogil=True, boundscheck=boundscheck)(fn)
 
 
 def _bytes_array(t: Any) -> bool:

@@ -185,6 +185,8 @@ class MessageProcessor:
         self._gateways: dict[str | bytes, Topic] = {}  # gateway batch topics, parsed once
         # gateway topics of a known region -> (code, divisor) of that region, for the scanner
         self._gateway_regions: dict[str | bytes, tuple[int, int]] = {}
+        # of those, the ones first seen in the batch being processed (after its scan was made)
+        self._learned: set[str | bytes] = set()
         self._scanner = GatewayScanner([s.id for s in sensors.sensors], [s.community for s in sensors.sensors])
         self._scanner_log = LogLimit(per_window=3, what="gateway scanner failures")
         # gateway region prefix -> {sensor id: index} of sensors seen inside it
@@ -213,6 +215,7 @@ class MessageProcessor:
         loads = orjson.loads
         limit = self.max_payload_bytes
         r_sensor, r_ts, r_value, r_origin, r_item = rows.sensor, rows.ts, rows.value, rows.origin, rows.item
+        self._learned.clear()
         scan = self._scan_gateways(messages) if self._gateway_regions else None
         run_a = run_b = 0  # the scanner's rows not yet handed to `rows`
         for j, m in enumerate(messages):
@@ -267,6 +270,11 @@ class MessageProcessor:
                 where.append(r)
         if not js:
             return None
+        return self._scan(js, payloads, where)
+
+    def _scan(self, js: list[int], payloads: list[bytes], where: list[tuple[int, int]]
+              ) -> tuple[dict[int, int], tuple[IntArray, IntArray, FloatArray, IntArray, IntArray]] | None:
+        """The scanner over messages `js`: as `_scan_gateways` answers, None if it took none."""
         try:
             counts, sensor, ts, value = self._scanner.scan(payloads, where)
         except Exception:  # a fault of the scanner's own: the usual path reads these the slow way
@@ -360,8 +368,16 @@ class MessageProcessor:
             if len(self._gateways) < MAX_GATEWAY_TOPICS:
                 self._gateways[key] = t
                 where = self._scanner.region(t.region[-1]) if t.region[-1] in self.regions else None
-                if where is not None:
+                if where is not None and key not in self._gateway_regions:
                     self._gateway_regions[key] = where
+                    self._learned.add(key)
+            # a gateway's first batches (a backlog's first messages after a start are mostly
+            # first sights) go to the scanner too, not through the general path reading by reading
+            if key in self._learned and 0 < len(payload) <= self.max_payload_bytes:
+                got = self._scan([j], [payload], [self._gateway_regions[key]])
+                if got is not None:
+                    rows.extend_arrays(got[1], 0, got[0][j])
+                    return 0
             self._batch(rows, rejections, j, t, topic, payload, now_ms)
             return 0
         if idx is None:

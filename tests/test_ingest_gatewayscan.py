@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +23,7 @@ import pytest
 
 from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
+from ingest import gatewayscan
 from ingest.decode import SECONDS_BELOW, plain_batch
 from ingest.gatewayscan import GatewayScanner
 from ingest.lineproto import LineBuilder
@@ -209,8 +214,37 @@ def test_mutated_batches_read_as_msgspec_reads_them(mini_sensors: SensorRegistry
     assert taken > 1_500 and left > 5_000 and passed < taken / 2
 
 
+FORCED = os.environ.get("NUMBA_BOUNDSCHECK") == "1"
+
+
+def test_the_unchecked_path_stays_inside_its_arrays(tmp_path: Path) -> None:
+    """The compact path is compiled without numba's bounds check (it checks its indices
+    itself): the fuzz tests run again in a process of their own with the check forced on
+    everywhere and freshly compiled, where any access outside an array raises IndexError, and
+    a canary shows the check really is on there."""
+    if FORCED:
+        pytest.skip("this is that process")
+    here = Path(__file__)
+    tests = [f"{here}::{name}" for name in ("test_bounds_are_checked_when_forced",
+                                            "test_mutated_batches_read_as_msgspec_reads_them",
+                                            "test_each_payload_is_read_within_its_own_bytes",
+                                            "test_common_forms_are_read_exactly")]
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], env=env,
+                         cwd=here.parent.parent, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "5 passed" in out.stdout and "skipped" not in out.stdout, out.stdout[-3000:]
+
+
+@pytest.mark.skipif(not FORCED, reason="run by test_the_unchecked_path_stays_inside_its_arrays")
+def test_bounds_are_checked_when_forced() -> None:
+    short = np.frombuffer(b"abc", np.uint8)
+    with pytest.raises(IndexError):  # an end past the buffer: the guard trusts it, the forced check does not
+        gatewayscan._lit(short, 0, 10, np.frombuffer(b"abcdef", np.uint8))
+
+
 def _without_scanner(proc: MessageProcessor, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(proc, "_scan_gateways", lambda messages: None)
+    monkeypatch.setattr(proc, "_scan", lambda js, payloads, where: None)
 
 
 def _same(a: Outcome, b: Outcome) -> None:
@@ -247,15 +281,15 @@ def test_outcome_is_the_same_with_and_without_the_scanner(
     fast, slow = MessageProcessor(mini_sensors, mini_regions), MessageProcessor(mini_sensors, mini_regions)
     _without_scanner(slow, monkeypatch)
     scanned = 0
-    original = fast._scan_gateways
+    original = fast._scan
 
-    def counting(messages: Any) -> Any:
+    def counting(js: Any, payloads: Any, where: Any) -> Any:
         nonlocal scanned
-        out = original(messages)
+        out = original(js, payloads, where)
         scanned += len(out[0]) if out is not None else 0
         return out
 
-    monkeypatch.setattr(fast, "_scan_gateways", counting)
+    monkeypatch.setattr(fast, "_scan", counting)
     reasons = set()
     for msgs in batches:
         a, b = fast.process(msgs, now_ms=NOW), slow.process(msgs, now_ms=NOW)
@@ -263,6 +297,34 @@ def test_outcome_is_the_same_with_and_without_the_scanner(
         reasons |= {r.reason for r in a.rejections}
     assert scanned > 100
     assert {"out_of_range", "future_timestamp", "region_mismatch"} <= {str(r) for r in reasons}
+
+
+def test_a_gateway_first_seen_is_scanned_from_its_first_message(
+        mini_sensors: SensorRegistry, mini_regions: RegionRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start with a backlog: every gateway is new in the first batch. Its plain batches are
+    read by the scanner from the first one on, with the outcome the general path gives; a
+    batch the scanner leaves alone still goes the general way."""
+    topics = {GW_A: "RG-A1", f"ews/{DISTRICT}/batch/GW-2": "RG-B1", f"ews/{DISTRICT}/{STREET_B}/batch/GW-3": "RG-B1"}
+    plain = [(topic, orjson.dumps({"readings": [{"sensor": sensor, "ts": NOW - 60_000 * k, "value": k},
+                                                {"sensor": sensor, "ts": NOW - 60_000 * k - 1, "value": 0.5}]}))
+             for k in range(3) for topic, sensor in topics.items()]
+    odd = (GW_A, orjson.dumps([{"sensor": "RG-A1", "ts": NOW, "value": 0.30000000000000004}]))
+    msgs = [*plain[:4], odd, *plain[4:]]
+    fast, slow = MessageProcessor(mini_sensors, mini_regions), MessageProcessor(mini_sensors, mini_regions)
+    _without_scanner(slow, monkeypatch)
+    taken: list[int] = []
+    original = fast._scan
+
+    def counting(js: Any, payloads: Any, where: Any) -> Any:
+        out = original(js, payloads, where)
+        taken.extend(out[0] if out is not None else ())
+        return out
+
+    monkeypatch.setattr(fast, "_scan", counting)
+    a, b = fast.process(msgs, now_ms=NOW), slow.process(msgs, now_ms=NOW)
+    _same(a, b)
+    assert sorted(taken) == [k for k in range(len(msgs)) if k != 4]  # all but the odd one
+    assert len(a) == 2 * len(plain) + 1 and a.rejections == []
 
 
 def test_a_fault_in_the_scanner_costs_speed_not_readings(
