@@ -143,6 +143,44 @@ def test_packets_come_out_whole_across_chunks_and_select_sees_everything(
     assert 0 < by_paho[0] < len(sent) / 10  # both ways of reading a packet were taken
 
 
+def test_a_packet_a_chunk_ends_inside_is_completed_from_the_socket() -> None:
+    """Gateway batches of 5 KB: a 64 KB chunk ends inside one packet in thirteen. When the rest
+    of it already waits on the socket it is read on and cut from the buffer like the others,
+    not handed to paho's reading (a dozen Python calls a packet); what is not there yet still
+    is, and comes out whole."""
+    sent = [(f"ews/440106/440106004/batch/GW-{i % 7}".encode(), b"x" * (5000 + i)) for i in range(40)]
+    wire = b"".join(publish_packet(t, p, 1 + i) for i, (t, p) in enumerate(sent))
+    assert len(wire) > 3 * READ_CHUNK
+    got: list[Received] = []
+    c = unconnected_client(got)
+    by_paho = [0]
+    handle = c._handle_publish
+
+    def counted() -> mqtt.MQTTErrorCode:
+        by_paho[0] += 1
+        return handle()
+
+    c._handle_publish = counted  # type: ignore[method-assign]
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    ours.setblocking(False)
+    c._sock = ours
+    cut = len(wire) - 3000  # the last packet arrives in two parts, the second one later
+    theirs.sendall(wire[:cut])
+    assert c.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+    # paho reads a wake-up's first packet (the buffer is filled by that read); every chunk
+    # boundary after it was read on
+    assert len(got) == len(sent) - 1 and by_paho[0] == 1
+    theirs.sendall(wire[cut:])
+    assert select.select([ours], [], [], 5)[0]
+    assert c.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert [(t, p) for t, p, _ in got] == sent and [m for _, _, m in got] == list(range(1, 41))
+    assert by_paho[0] == 2  # and the one whose rest was not there yet
+    ours.close()
+    theirs.close()
+
+
 def test_packets_cut_from_the_buffer_count_for_keepalive() -> None:
     """paho closes a connection it has heard nothing on for 1.5 keepalives; packets that never
     pass through paho's reading must still count as heard."""
