@@ -34,6 +34,7 @@ import resource
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -275,12 +276,28 @@ def run_pipeline(a: argparse.Namespace) -> None:
         connect(*args, **kwargs)
 
     col.start = timed_start  # type: ignore[method-assign]
+    # the end is taken the moment the last message is done (stored, and evaluated unless the
+    # rules are off), as the raw baseline's is when its last write returns: checked after each
+    # batch the write thread completes and each the rules evaluate, not polled
+    ended: list[float] = []
+    done = threading.Event()
+
+    def check_after(step: Callable[..., None]) -> Callable[..., None]:
+        def checked(*args: Any) -> None:
+            try:
+                step(*args)
+            finally:
+                if not done.is_set() and col.stats["messages"] >= a.messages and not col.pending:
+                    ended.append(time.time())
+                    done.set()
+        return checked
+
+    col._complete = check_after(col._complete)  # type: ignore[method-assign]
+    col._evaluate = check_after(col._evaluate)  # type: ignore[method-assign]
     p.start()
     t0 = connected_at[0]
-    deadline = time.monotonic() + a.timeout
-    while (col.stats["messages"] < a.messages or col.pending) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    end = time.time()
+    done.wait(a.timeout)
+    end = min(ended) if ended else time.time()
     report(role=a.role, start=t0, end=end, messages=col.stats["messages"], readings=col.stats["readings"],
            spooled=col.stats["spooled"], rejected=col.stats["rejected"], batches=col.stats["batches"],
            threads=thread_cpu_since_start())
