@@ -20,8 +20,11 @@ kernels", purple bars), since all five of them ("Invocations from N on run all f
 kernels", teal bars), since line protocol is copied by `memcpy` into memory mapped once
 ("Invocations from N on copy line protocol into memory mapped once", orange bars), since the
 database is made ready before the broker is connected ("Invocations from N on make the
-database ready before the connect", brown bars) and since the rules' trends and rolling sums
-are compiled ("Invocations from N on compile the rules' trends and rolling sums", pink bars).
+database ready before the connect", brown bars), since the rules' trends and rolling sums
+are compiled ("Invocations from N on compile the rules' trends and rolling sums", pink bars)
+and since the scanner's compact path checks its own indices, a gateway's first batches are
+scanned and the MQTT client reads on at a chunk's end ("Invocations from N on scan on the
+guarded path and read on at chunk ends", olive bars).
 
 It also checks the tables against themselves (a median that is not the median of its runs,
 a CPU ratio that is not the quotient of its columns, a CPU sum that does not add up, a
@@ -48,7 +51,8 @@ ERAS = (("scanner", "read gateway batches with the compiled scanner", "the compi
         ("five", "run all five kernels", "all five kernels", "#17becf"),
         ("mapped", "copy line protocol into memory mapped once", "memory mapped once", "#ff7f0e"),
         ("ready", "make the database ready before the connect", "the database ready first", "#8c564b"),
-        ("trends", "compile the rules' trends and rolling sums", "trends and sums compiled", "#e377c2"))
+        ("trends", "compile the rules' trends and rolling sums", "trends and sums compiled", "#e377c2"),
+        ("guarded", "scan on the guarded path and read on at chunk ends", "the guarded scan", "#bcbd22"))
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class Invocation:
     mapped: bool = False  # line protocol by memcpy, batches' memory mapped once (ews/heap.py)
     ready: bool = False  # the database created and its retention read before the connect
     trends: bool = False  # trends, rolling sums at past times and the latest readings compiled
+    guarded: bool = False  # the scanner's compact path unchecked, first sights scanned, MQTT read on, exact end
 
 
 @dataclass(frozen=True)

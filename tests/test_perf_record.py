@@ -98,6 +98,12 @@ def test_invocations_with_the_detectors_kernels_are_summed_up_again_on_their_own
     lines = "\n".join(h.summary(trends, h.parse_cpu(text)))
     assert "with trends and sums compiled (from 5), InfluxDB on its own core: 1 invocations, medians 78-78 %" in lines
     assert "with trends and sums compiled (from 5), shared cores" not in lines
+    guarded = h.parse_invocations(text.replace("kernels.\n", "kernels. Invocations from 4 on compile the rules'\n"
+                                                         "trends and rolling sums. Invocations from 5 on scan on\n"
+                                                         "the guarded path and read on at chunk ends.\n"))
+    assert [i.number for i in guarded if i.guarded] == [5] and [i.number for i in guarded if i.trends] == [4, 5]
+    assert "with the guarded scan (from 5), InfluxDB on its own core: 1 invocations, medians 78-78 %" in \
+        "\n".join(h.summary(guarded, h.parse_cpu(text)))
 
 
 @pytest.mark.parametrize(("ratio", "cpu", "named"), [
