@@ -18,20 +18,20 @@ drained (at most `READ_BURST` packets, so writes and keepalives still get their 
 subscriber went from 13,400 to 25,300 msg/s here with it (MQTT 3.1.1, same run, loaded machine).
 
 paho also reads a packet in three or more `recv` calls (its first byte, each byte of its
-length, then the rest), each a system call that lets go of the interpreter lock and must win
-it back from the decode and rules threads, and keeps per-packet state in a dict, a bytearray
-and two lock rounds. `Client._sock_recv` reads up to `READ_CHUNK` bytes at once and hands
-paho its pieces from that, and `_take_publishes` cuts the whole QoS 0/1 PUBLISH packets at
-the head of that buffer itself (under MQTT 3.1.1 and 5), straight to the collector; a PUBLISH
-a chunk ends inside is completed by reading on when the rest already waits on the socket (with
-gateway batches of 5 KB a chunk ends inside one packet in thirteen, each of which paho's
-reading took in a dozen Python calls); anything else (other packets, a PUBLISH whose rest has not
-arrived, one longer than a chunk, a malformed one, which is then refused as before) goes
-through paho's own reading. `loop_read` returns to `select()` only with the
-buffer empty, since `select()` cannot see what it holds. The pipeline at one reading a
-message, three interleaved runs of bench/ingest.py's stream: 61,550 msg/s median at 17.0 µs
-of CPU a reading before, 73,431 at 11.9 µs with the chunked reads alone (its threads
-switched a twelfth as often), 141,978 at 5.2 µs with the PUBLISH packets cut from the buffer.
+length, then the rest), each a system call that lets go of the interpreter lock and must win it
+back from the decode and rules threads, and keeps per-packet state in a dict, a bytearray and
+two lock rounds. `Client._sock_recv` reads up to `READ_CHUNK` bytes at once and hands paho its
+pieces from that, and `_take_publishes` cuts the whole QoS 0/1 PUBLISH packets at the head of
+that buffer itself (under MQTT 3.1.1 and 5), straight to the collector. A PUBLISH a chunk ends
+inside is completed by reading on when its rest already waits on the socket (with gateway
+batches of 5 KB, about one packet in twelve, each of which paho's reading took in a dozen
+Python calls); anything else (other packets, a PUBLISH whose rest has not arrived, one longer
+than a chunk, a malformed one, which is then refused as before) goes through paho's own
+reading. `loop_read` returns to `select()` only with the buffer empty, since `select()` cannot
+see what it holds. The pipeline at one reading a message, three interleaved runs of
+bench/ingest.py's stream: 61,550 msg/s median at 17.0 µs of CPU a reading before, 73,431 at
+11.9 µs with the chunked reads alone (its threads switched a twelfth as often), 141,978 at 5.2
+µs with the PUBLISH packets cut from the buffer.
 
 Acknowledgements go out in bulk: paho's `ack(mid)` queues one 4-byte PUBACK and wakes its
 network thread through a socket pair per call; `ack_many` queues the PUBACKs of a whole batch

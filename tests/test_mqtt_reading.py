@@ -79,6 +79,20 @@ def unconnected_client(got: list[Received], protocol: str = "3.1.1") -> mqtt.Cli
     return c
 
 
+def counting_paho_reads(c: mqtt.Client) -> list[int]:
+    """A one-item list counting the PUBLISH packets paho's own reading hands over (the rest are
+    cut from the buffer)."""
+    count = [0]
+    handle = c._handle_publish
+
+    def counted() -> mqtt.MQTTErrorCode:
+        count[0] += 1
+        return handle()
+
+    c._handle_publish = counted  # type: ignore[method-assign]
+    return count
+
+
 def stream(n: int, big_every: int, big_size: int) -> list[tuple[bytes, bytes]]:
     """Numbered payloads, every `big_every`-th of them `big_size` bytes long."""
     out = []
@@ -109,14 +123,7 @@ def test_packets_come_out_whole_across_chunks_and_select_sees_everything(
         for i, (t, p) in enumerate(sent))
     got: list[Received] = []
     c = unconnected_client(got, protocol)
-    by_paho = [0]  # packets paho's own reading took: those a chunk ended inside
-    handle = c._handle_publish
-
-    def counted() -> mqtt.MQTTErrorCode:
-        by_paho[0] += 1
-        return handle()
-
-    c._handle_publish = counted  # type: ignore[method-assign]
+    by_paho = counting_paho_reads(c)  # packets paho's own reading took
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     c._sock = ours
@@ -153,14 +160,7 @@ def test_a_packet_a_chunk_ends_inside_is_completed_from_the_socket() -> None:
     assert len(wire) > 3 * READ_CHUNK
     got: list[Received] = []
     c = unconnected_client(got)
-    by_paho = [0]
-    handle = c._handle_publish
-
-    def counted() -> mqtt.MQTTErrorCode:
-        by_paho[0] += 1
-        return handle()
-
-    c._handle_publish = counted  # type: ignore[method-assign]
+    by_paho = counting_paho_reads(c)
     ours, theirs = socket.socketpair()
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
