@@ -18,9 +18,10 @@ value read here is the same double msgspec would give.
 Bounds: the general scan is compiled with numba's bounds check on every access, so a fault in
 it raises IndexError and never reads past a payload; the processor then reads that batch the
 usual way. The compact path and the helpers it shares (`_lit`, `_sensor`, `_ts`, `_number`,
-`_compact`) run on every reading, and numba's check cost them 28 % of the scan (0.096 against
-0.069 µs a reading, bench stream): they are compiled without it (`ews.compiled.guarded`), and
-each checks every index itself before using it, as its comment says: a payload's bytes only
+`_compact`) run on every reading, and numba's check cost a quarter of the decode into columns
+(bench/decode.py: 0.107 against 0.080 µs a reading): they are compiled without it
+(`ews.compiled.guarded`), and each checks every index itself before using it, as its comment
+says: a payload's bytes only
 below its end `n` (never past the joined buffer, whose length the ends add up to), the
 registry's tables only at indices they were built to hold, the output columns only below
 their length. The tests run the scanner with numba's check forced on everywhere
