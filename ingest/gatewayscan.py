@@ -21,12 +21,11 @@ usual way. The compact path and the helpers it shares (`_lit`, `_sensor`, `_ts`,
 `_compact`) run on every reading, and numba's check cost a quarter of the decode into columns
 (bench/decode.py: 0.107 against 0.080 µs a reading): they are compiled without it
 (`ews.compiled.guarded`), and each checks every index itself before using it, as its comment
-says: a payload's bytes only
-below its end `n` (never past the joined buffer, whose length the ends add up to), the
-registry's tables only at indices they were built to hold, the output columns only below
-their length. The tests run the scanner with numba's check forced on everywhere
-(`NUMBA_BOUNDSCHECK=1`) over thousands of mutated payloads, so a guard that is missing shows
-there as an IndexError.
+says: a payload's bytes only below its end `n` (never past the joined buffer, whose length the
+ends add up to), the registry's tables only at indices they were built to hold, the output
+columns only below their length. The tests run the scanner with numba's check forced on
+everywhere (`NUMBA_BOUNDSCHECK=1`) over thousands of mutated payloads, so a guard that is
+missing shows there as an IndexError.
 """
 
 from __future__ import annotations
