@@ -247,6 +247,20 @@ def _without_scanner(proc: MessageProcessor, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(proc, "_scan", lambda js, payloads, where: None)
 
 
+def _scanned_messages(proc: MessageProcessor, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The indices (within their batch) of the messages the scanner takes, as it takes them."""
+    taken: list[int] = []
+    original = proc._scan
+
+    def counting(js: Any, payloads: Any, where: Any) -> Any:
+        out = original(js, payloads, where)
+        taken.extend(out[0] if out is not None else ())
+        return out
+
+    monkeypatch.setattr(proc, "_scan", counting)
+    return taken
+
+
 def _same(a: Outcome, b: Outcome) -> None:
     for x, y in ((a.sensor, b.sensor), (a.ts_ms, b.ts_ms), (a.value, b.value), (a.evaluate, b.evaluate)):
         assert x.tolist() == y.tolist()
@@ -280,22 +294,13 @@ def test_outcome_is_the_same_with_and_without_the_scanner(
         batches.append(msgs)
     fast, slow = MessageProcessor(mini_sensors, mini_regions), MessageProcessor(mini_sensors, mini_regions)
     _without_scanner(slow, monkeypatch)
-    scanned = 0
-    original = fast._scan
-
-    def counting(js: Any, payloads: Any, where: Any) -> Any:
-        nonlocal scanned
-        out = original(js, payloads, where)
-        scanned += len(out[0]) if out is not None else 0
-        return out
-
-    monkeypatch.setattr(fast, "_scan", counting)
+    scanned = _scanned_messages(fast, monkeypatch)
     reasons = set()
     for msgs in batches:
         a, b = fast.process(msgs, now_ms=NOW), slow.process(msgs, now_ms=NOW)
         _same(a, b)
         reasons |= {r.reason for r in a.rejections}
-    assert scanned > 100
+    assert len(scanned) > 100
     assert {"out_of_range", "future_timestamp", "region_mismatch"} <= {str(r) for r in reasons}
 
 
@@ -312,15 +317,7 @@ def test_a_gateway_first_seen_is_scanned_from_its_first_message(
     msgs = [*plain[:4], odd, *plain[4:]]
     fast, slow = MessageProcessor(mini_sensors, mini_regions), MessageProcessor(mini_sensors, mini_regions)
     _without_scanner(slow, monkeypatch)
-    taken: list[int] = []
-    original = fast._scan
-
-    def counting(js: Any, payloads: Any, where: Any) -> Any:
-        out = original(js, payloads, where)
-        taken.extend(out[0] if out is not None else ())
-        return out
-
-    monkeypatch.setattr(fast, "_scan", counting)
+    taken = _scanned_messages(fast, monkeypatch)
     a, b = fast.process(msgs, now_ms=NOW), slow.process(msgs, now_ms=NOW)
     _same(a, b)
     assert sorted(taken) == [k for k in range(len(msgs)) if k != 4]  # all but the odd one

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import statistics
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -85,25 +86,23 @@ def test_invocations_with_the_detectors_kernels_are_summed_up_again_on_their_own
     assert [i.number for i in mapped if i.mapped] == [3, 4, 5]
     assert "with memory mapped once (from 3), shared cores: 1 invocations, medians 73-73 %" in "\n".join(
         h.summary(mapped, h.parse_cpu(text)))
-    ready = h.parse_invocations(text.replace("kernels.\n", "kernels. Invocations from 4 on copy line protocol\n"
-                                                       "into memory mapped once. Invocations from 5 on make the\n"
-                                                       "database ready before the connect.\n"))
-    assert [i.number for i in ready if i.ready] == [5] and [i.number for i in ready if i.mapped] == [4, 5]
-    assert "with the database ready first (from 5), InfluxDB on its own core: 1 invocations, medians 78-78 %" in \
-        "\n".join(h.summary(ready, h.parse_cpu(text)))
-    trends = h.parse_invocations(text.replace("kernels.\n", "kernels. Invocations from 4 on make the database\n"
-                                                        "ready before the connect. Invocations from 5 on compile\n"
-                                                        "the rules' trends and rolling sums.\n"))
-    assert [i.number for i in trends if i.trends] == [5] and [i.number for i in trends if i.ready] == [4, 5]
-    lines = "\n".join(h.summary(trends, h.parse_cpu(text)))
-    assert "with trends and sums compiled (from 5), InfluxDB on its own core: 1 invocations, medians 78-78 %" in lines
-    assert "with trends and sums compiled (from 5), shared cores" not in lines
-    guarded = h.parse_invocations(text.replace("kernels.\n", "kernels. Invocations from 4 on compile the rules'\n"
-                                                         "trends and rolling sums. Invocations from 5 on scan on\n"
-                                                         "the guarded path and read on at chunk ends.\n"))
-    assert [i.number for i in guarded if i.guarded] == [5] and [i.number for i in guarded if i.trends] == [4, 5]
-    assert "with the guarded scan (from 5), InfluxDB on its own core: 1 invocations, medians 78-78 %" in \
-        "\n".join(h.summary(guarded, h.parse_cpu(text)))
+
+
+@pytest.mark.parametrize(("older", "newer"), list(zip(h.ERAS[3:], h.ERAS[4:], strict=False)),
+                         ids=lambda era: era[0])
+def test_an_era_is_told_from_the_one_before_it(older: tuple[str, str, str, str],
+                                               newer: tuple[str, str, str, str]) -> None:
+    """From memory mapped once on, each era began an invocation after the one before it: the
+    two sentences, wrapped anywhere as the section's prose is, tell them apart."""
+    sentences = textwrap.fill(f"kernels. Invocations from 4 on {older[1]}. Invocations from 5 on {newer[1]}.", 50)
+    text = sample().replace("cores.\n", "cores. Invocations from 2 on read gateway batches with the compiled scanner.\n"
+                                         f"Invocations from 4 on also run the detectors' compiled\n{sentences}\n")
+    inv = h.parse_invocations(text)
+    assert [i.number for i in inv if getattr(i, newer[0])] == [5]
+    assert [i.number for i in inv if getattr(i, older[0])] == [4, 5]
+    lines = "\n".join(h.summary(inv, h.parse_cpu(text)))
+    assert f"with {newer[2]} (from 5), InfluxDB on its own core: 1 invocations, medians 78-78 %" in lines
+    assert f"with {newer[2]} (from 5), shared cores" not in lines  # 5 ran with `--split`
 
 
 @pytest.mark.parametrize(("ratio", "cpu", "named"), [
