@@ -4,10 +4,13 @@
 
 Reads the two tables docs/performance.md keeps under "Gateway batches: every invocation" and
 "Where gateway batches fall below 80 %" (the tables are the record; this reads them, it holds
-no figures of its own), prints the counts and ranges the prose quotes, and plots:
+no figures of its own), prints the counts and ranges the prose quotes (among them, by
+placement, how often ingest alone, the same pipeline with its rules off run in the same
+invocation, reached 80 % where the pipeline did not, and the other way round), and plots:
 
 - the pipeline's share of InfluxDB's raw rate, invocation by invocation (median and the range
-  of its runs), with every process on both cores and with InfluxDB on a core of its own;
+  of its runs), with every process on both cores and with InfluxDB on a core of its own, and
+  beside each median the same pipeline's with its rules off (hollow);
 - on shared cores, the pipeline's own CPU a reading against the most it may spend for 80 %
   (the raw baseline's CPU over 0.8, less what InfluxDB spent on the pipeline's points);
 - the ratio the CPU columns predict against the one measured.
@@ -64,6 +67,7 @@ class Invocation:
     readings_s: int  # the pipeline's median
     cpu_us: float  # the pipeline's CPU a reading
     raw_points_s: int
+    alone: int | None = None  # median, % of the raw rate, for ingest alone (the pipeline with its rules off)
     scanner: bool = False  # gateway batches read by the compiled scanner (ingest/gatewayscan.py)
     kernels: bool = False  # quiet stretches with the detectors' numba kernels (detectors/reference.py)
     five: bool = False  # with all five of them
@@ -136,11 +140,12 @@ def parse_invocations(text: str) -> list[Invocation]:
         ratio = re.fullmatch(r"(\d+) % \(([\d, ]+)\)", cells[3])
         rate = re.fullmatch(r"([\d,]+), ([\d.]+)", cells[4])
         raw = re.match(r"([\d,]+)", cells[5])
+        alone = re.match(r"(\d+) %", cells[6])
         if ratio is None or rate is None or raw is None:
             raise ValueError(f"{GATEWAY_HEADING}: row {n} is not '<median> % (<runs>)' | "
                              f"'<readings/s>, <µs>' | '<points/s> ...'")
         out.append(Invocation(n, n in split, int(ratio[1]), tuple(int(r) for r in ratio[2].split(",")),
-                              _int(rate[1]), float(rate[2]), _int(raw[1]),
+                              _int(rate[1]), float(rate[2]), _int(raw[1]), int(alone[1]) if alone else None,
                               **{era: n >= first for era, first in starts.items()}))
     missing = split - {i.number for i in out}
     if missing:
@@ -194,6 +199,9 @@ def _summary(invocations: list[Invocation], cpu: list[CpuRow], era: str) -> list
         lines.append(f"{era}{name}: {len(group)} invocations, medians {min(r)}-{max(r)} % (middle "
                      f"{statistics.median(r):g} %), {sum(x >= TARGET for x in r)} at or above {TARGET} %; "
                      f"the pipeline {min(rate):,}-{max(rate):,} readings/s (middle {statistics.median(rate):,.0f})")
+        paired = [i for i in group if i.alone is not None]
+        if paired:
+            lines.append(_alone(paired, f"{era}{name}"))
     if cpu:
         own = [c.own for c in cpu]
         budget = [c.budget for c in cpu]
@@ -214,6 +222,19 @@ def _summary(invocations: list[Invocation], cpu: list[CpuRow], era: str) -> list
     return lines
 
 
+def _alone(paired: list[Invocation], where: str) -> str:
+    """Ingest alone beside the pipeline in the same invocations: what the rules' cost accounts
+    for, and what would miss the target even without them."""
+    alone = [i.alone for i in paired if i.alone is not None]
+    only_rules = sum(i.ratio < TARGET <= (i.alone or 0) for i in paired)
+    neither = sum(i.ratio < TARGET and (i.alone or 0) < TARGET for i in paired)
+    only_alone = sum((i.alone or 0) < TARGET <= i.ratio for i in paired)
+    return (f"{where}, ingest alone (rules off) in {len(paired)} of them: medians {min(alone)}-{max(alone)} % "
+            f"(middle {statistics.median(alone):g} %), {sum(x >= TARGET for x in alone)} at or above {TARGET} %; "
+            f"below {TARGET} % with the rules on only in {only_rules}, with them off only in {only_alone}, "
+            f"both in {neither}")
+
+
 def plot(invocations: list[Invocation], cpu: list[CpuRow], out: Path) -> None:
     import matplotlib
 
@@ -227,6 +248,9 @@ def plot(invocations: list[Invocation], cpu: list[CpuRow], out: Path) -> None:
         x = [i.number for i in group]
         a.vlines(x, [min(i.runs) for i in group], [max(i.runs) for i in group], color=color, alpha=0.35, lw=1)
         a.plot(x, [i.ratio for i in group], "o", color=color, ms=4, label=label)
+        alone = [i for i in group if i.alone is not None]
+        a.plot([i.number for i in alone], [i.alone for i in alone], "o", mfc="none", color=color, ms=4, mew=0.7,
+               alpha=0.6, label=f"{label}, rules off")
     a.axhline(TARGET, color="black", lw=0.8, ls="--")
     for era, _, name, _ in ERAS:
         first = min((i.number for i in invocations if getattr(i, era)), default=None)

@@ -42,7 +42,7 @@ def sample(ratio: str = "73 % (73, 75, 60)", cpu: str = "69 %") -> str:
 def test_sample_is_read_by_placement_and_found_consistent() -> None:
     inv = h.parse_invocations(sample())
     assert [i.number for i in inv if i.split] == [2, 4, 5]
-    assert inv[2] == h.Invocation(3, False, 73, (73, 75, 60), 320_000, 1.90, 450_000)
+    assert inv[2] == h.Invocation(3, False, 73, (73, 75, 60), 320_000, 1.90, 450_000, alone=80)
     cpu = h.parse_cpu(sample())
     assert cpu[1].budget == pytest.approx(3.70 / 0.8 - 3.50)
     assert h.inconsistencies(inv, cpu) == []
@@ -50,6 +50,21 @@ def test_sample_is_read_by_placement_and_found_consistent() -> None:
     assert "shared cores: 2 invocations, medians 70-73 %" in text
     assert "InfluxDB on its own core: 3 invocations, medians 78-95 % (middle 85 %), 2 at or above 80 %" in text
     assert "more on the pipeline's points than on raw ones in 1, less in 1, the same in 0" in text
+
+
+def test_ingest_alone_is_set_beside_the_pipeline_invocation_by_invocation() -> None:
+    text = sample().replace("| 250,000 (3.60) | 90 % |", "| 250,000 (3.60) | 64 % (64, 70, 90) |")
+    inv = h.parse_invocations(text)
+    assert [i.alone for i in inv] == [75, 90, 80, 64, 90]
+    lines = "\n".join(h.summary(inv, h.parse_cpu(text)))
+    assert ("shared cores, ingest alone (rules off) in 2 of them: medians 75-80 % (middle 77.5 %), 1 at or above "
+            "80 %; below 80 % with the rules on only in 1, with them off only in 0, both in 1") in lines
+    assert ("InfluxDB on its own core, ingest alone (rules off) in 3 of them: medians 64-90 % (middle 90 %), 2 at "
+            "or above 80 %; below 80 % with the rules on only in 1, with them off only in 1, both in 0") in lines
+    # an invocation without the figure is left out of the pairing, not counted as a miss
+    inv = h.parse_invocations(text.replace("| 75 % | 500 %", "|  | 500 %"))
+    assert inv[0].alone is None
+    assert "shared cores, ingest alone (rules off) in 1 of them: medians 80-80 %" in "\n".join(h.summary(inv, []))
 
 
 def test_invocations_with_the_compiled_scanner_are_summed_up_again_on_their_own() -> None:
@@ -143,5 +158,17 @@ def test_the_record_agrees_with_itself_and_with_the_targets_table(tmp_path: Path
         assert (int(m[1]), int(m[2])) == (min(medians), max(medians))
     m = re.search(r"(\d+\.\d+) the\s+median over these", text)
     assert m is not None and float(m[1]) == pytest.approx(statistics.median(c.budget for c in cpu), abs=0.005)
+    # the table of the pipeline against ingest alone is the record's own
+    pairs = re.findall(r"^\| (\d+)-(\d+)[^|]* \| (shared cores|InfluxDB apart) \| (\d+) of (\d+) \| (\d+) of "
+                       r"(\d+) \| (\d+) \| (\d+) \| (\d+) \|$", text, re.M)
+    assert len(pairs) >= 4
+    for lo, hi, where, *counts in pairs:
+        group = [i for i in inv if int(lo) <= i.number <= int(hi) and i.split == (where == "InfluxDB apart")
+                 and i.alone is not None]
+        met, alone = sum(i.ratio >= h.TARGET for i in group), sum(i.alone >= h.TARGET for i in group)
+        rules_only = sum(i.ratio < h.TARGET <= i.alone for i in group)
+        off_only = sum(i.alone < h.TARGET <= i.ratio for i in group)
+        both = sum(max(i.ratio, i.alone) < h.TARGET for i in group)
+        assert [int(c) for c in counts] == [met, len(group), alone, len(group), rules_only, off_only, both], (lo, where)
     h.plot(inv, cpu, tmp_path / "history.png")
     assert (tmp_path / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
