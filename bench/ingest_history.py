@@ -199,9 +199,9 @@ def _summary(invocations: list[Invocation], cpu: list[CpuRow], era: str) -> list
         lines.append(f"{era}{name}: {len(group)} invocations, medians {min(r)}-{max(r)} % (middle "
                      f"{statistics.median(r):g} %), {sum(x >= TARGET for x in r)} at or above {TARGET} %; "
                      f"the pipeline {min(rate):,}-{max(rate):,} readings/s (middle {statistics.median(rate):,.0f})")
-        paired = [i for i in group if i.alone is not None]
-        if paired:
-            lines.append(_alone(paired, f"{era}{name}"))
+        pairs = [(i.ratio, i.alone) for i in group if i.alone is not None]
+        if pairs:
+            lines.append(_alone(pairs, f"{era}{name}"))
     if cpu:
         own = [c.own for c in cpu]
         budget = [c.budget for c in cpu]
@@ -222,14 +222,14 @@ def _summary(invocations: list[Invocation], cpu: list[CpuRow], era: str) -> list
     return lines
 
 
-def _alone(paired: list[Invocation], where: str) -> str:
-    """Ingest alone beside the pipeline in the same invocations: what the rules' cost accounts
-    for, and what would miss the target even without them."""
-    alone = [i.alone for i in paired if i.alone is not None]
-    only_rules = sum(i.ratio < TARGET <= (i.alone or 0) for i in paired)
-    neither = sum(i.ratio < TARGET and (i.alone or 0) < TARGET for i in paired)
-    only_alone = sum((i.alone or 0) < TARGET <= i.ratio for i in paired)
-    return (f"{where}, ingest alone (rules off) in {len(paired)} of them: medians {min(alone)}-{max(alone)} % "
+def _alone(pairs: list[tuple[int, int]], where: str) -> str:
+    """Ingest alone beside the pipeline, (pipeline, ingest alone) median by invocation: what the
+    rules' cost accounts for, and what would miss the target even without them."""
+    alone = [a for _, a in pairs]
+    only_rules = sum(p < TARGET <= a for p, a in pairs)
+    neither = sum(max(p, a) < TARGET for p, a in pairs)
+    only_alone = sum(a < TARGET <= p for p, a in pairs)
+    return (f"{where}, ingest alone (rules off) in {len(pairs)} of them: medians {min(alone)}-{max(alone)} % "
             f"(middle {statistics.median(alone):g} %), {sum(x >= TARGET for x in alone)} at or above {TARGET} %; "
             f"below {TARGET} % with the rules on only in {only_rules}, with them off only in {only_alone}, "
             f"both in {neither}")
