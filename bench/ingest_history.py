@@ -222,17 +222,22 @@ def _summary(invocations: list[Invocation], cpu: list[CpuRow], era: str) -> list
     return lines
 
 
+def pairing(pairs: list[tuple[int, int]]) -> tuple[int, int, int, int]:
+    """Of (pipeline, ingest alone) medians by invocation: how many with ingest alone at or above
+    the target, and below it with the rules on only, with them off only, and both ways."""
+    return (sum(a >= TARGET for _, a in pairs), sum(p < TARGET <= a for p, a in pairs),
+            sum(a < TARGET <= p for p, a in pairs), sum(max(p, a) < TARGET for p, a in pairs))
+
+
 def _alone(pairs: list[tuple[int, int]], where: str) -> str:
-    """Ingest alone beside the pipeline, (pipeline, ingest alone) median by invocation: what the
-    rules' cost accounts for, and what would miss the target even without them."""
+    """Ingest alone beside the pipeline: what the rules' cost accounts for, and what would miss
+    the target even without them."""
     alone = [a for _, a in pairs]
-    only_rules = sum(p < TARGET <= a for p, a in pairs)
-    neither = sum(max(p, a) < TARGET for p, a in pairs)
-    only_alone = sum(a < TARGET <= p for p, a in pairs)
+    met, only_rules, only_alone, both = pairing(pairs)
     return (f"{where}, ingest alone (rules off) in {len(pairs)} of them: medians {min(alone)}-{max(alone)} % "
-            f"(middle {statistics.median(alone):g} %), {sum(x >= TARGET for x in alone)} at or above {TARGET} %; "
+            f"(middle {statistics.median(alone):g} %), {met} at or above {TARGET} %; "
             f"below {TARGET} % with the rules on only in {only_rules}, with them off only in {only_alone}, "
-            f"both in {neither}")
+            f"both in {both}")
 
 
 def plot(invocations: list[Invocation], cpu: list[CpuRow], out: Path) -> None:

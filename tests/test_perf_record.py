@@ -163,12 +163,10 @@ def test_the_record_agrees_with_itself_and_with_the_targets_table(tmp_path: Path
                        r"(\d+) \| (\d+) \| (\d+) \| (\d+) \|$", text, re.M)
     assert len(pairs) >= 4
     for lo, hi, where, *counts in pairs:
-        group = [i for i in inv if int(lo) <= i.number <= int(hi) and i.split == (where == "InfluxDB apart")
-                 and i.alone is not None]
-        met, alone = sum(i.ratio >= h.TARGET for i in group), sum(i.alone >= h.TARGET for i in group)
-        rules_only = sum(i.ratio < h.TARGET <= i.alone for i in group)
-        off_only = sum(i.alone < h.TARGET <= i.ratio for i in group)
-        both = sum(max(i.ratio, i.alone) < h.TARGET for i in group)
-        assert [int(c) for c in counts] == [met, len(group), alone, len(group), rules_only, off_only, both], (lo, where)
+        pairs = [(i.ratio, i.alone) for i in inv if int(lo) <= i.number <= int(hi)
+                 and i.split == (where == "InfluxDB apart") and i.alone is not None]
+        alone, rules_only, off_only, both = h.pairing(pairs)
+        met = sum(p >= h.TARGET for p, _ in pairs)
+        assert [int(c) for c in counts] == [met, len(pairs), alone, len(pairs), rules_only, off_only, both], (lo, where)
     h.plot(inv, cpu, tmp_path / "history.png")
     assert (tmp_path / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
