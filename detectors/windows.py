@@ -78,7 +78,7 @@ def unchanged() -> None:
     """The Commit of a stretch that leaves a detector's state as it is."""
 
 
-def capacity_for(span_ms: int, interval_ms: int, margin: float = 1.25, extra: int = 8) -> int:
+def capacity_for(span_ms: int, interval_ms: int, margin: float = 1.25, extra: int = 32) -> int:
     """Slots (a power of two) to hold `span_ms` of readings every `interval_ms`, with margin."""
     if interval_ms <= 0:
         raise ValueError("interval must be positive")

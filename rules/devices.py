@@ -123,7 +123,10 @@ class FaultState:
         sel = np.flatnonzero(s_all >= 0)
         if sel.shape[0] == 0:
             return unchanged
-        s, t, v, n = s_all[sel], t[sel], v[sel], n[sel]
+        if sel.shape[0] == rows.shape[0]:
+            s = s_all  # the fault covers every sensor of the kind: nothing to select
+        else:
+            s, t, v, n = s_all[sel], t[sel], v[sel], n[sel]
         if (self.level[s] > 0).any() or (t[:, 0] <= self.last_ts[s]).any():
             return None
         detector = self.detector.quiet(s, t, v, n)

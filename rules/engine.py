@@ -138,6 +138,7 @@ class RuleEngine:
         n = len(sensors)
         self._kind_of_sensor = np.full(n, -1, np.int64)
         self._row_of_sensor = np.full(n, -1, np.int64)
+        self._heard = np.zeros(n, np.bool_)  # scratch for `_distinct`, all False between calls
         self._kinds: list[KindState] = []
         kind_of = np.asarray([s.kind for s in sensors.sensors]) if n else np.empty(0, str)
         reading_faults = [fb for fb in self.fault_bindings if fb.spec.detector != "no_data"]
@@ -232,8 +233,9 @@ class RuleEngine:
         out: Out = []
         if not replay and self._nodata:
             now = int(time.time() * 1000) if now_ms is None else int(now_ms)
+            heard = self._distinct(sensor[ok])
             for nd in self._nodata:
-                for s in nd.seen(sensor[ok], now):
+                for s in nd.seen(heard, now):
                     out.append(self._nodata_change(nd, int(s), now, Level(int(nd.binding.spec.level)),
                                                    Level.NONE))
         kind = np.where(ok, self._kind_of_sensor[np.where(ok, sensor, 0)], -1)
@@ -250,6 +252,14 @@ class RuleEngine:
                     self._flush_area(ks, rs, batch.drill, out)
         out.sort(key=lambda c: (c[0], c[1], c[2]))
         return [c[3] for c in out]
+
+    def _distinct(self, sensor: IntArray) -> IntArray:
+        """The sensors of a batch, each once and in order: a batch of a gateway's backlog holds
+        each sensor many times, and the no-data rules need only who was heard."""
+        self._heard[sensor] = True
+        out: IntArray = np.flatnonzero(self._heard)
+        self._heard[out] = False
+        return out
 
     def _process_kind(self, ks: KindState, sensor: IntArray, ts: IntArray, value: FloatArray, drill: bool,
                       out: Out) -> None:
@@ -270,11 +280,17 @@ class RuleEngine:
                 order = np.argsort(rows)
                 self._round(ks, rows[order], ts[order], value[order], drill, out)
             return
-        order = np.lexsort((ts, rows))  # stable: duplicates keep their arrival order
+        # by row, then event time; duplicates keep their arrival order. Readings mostly arrive
+        # in event-time order, and then a stable sort by row alone is that order: a radix
+        # sort on 16 bits, a third of a two-key sort's time
+        order = np.argsort(rows.astype(np.int16) if n_rows <= 1 << 15 else rows, kind="stable")
         rows, ts, value = rows[order], ts[order], value[order]
         n = rows.shape[0]
         first = np.ones(n, np.bool_)
         first[1:] = rows[1:] != rows[:-1]
+        if ((ts[1:] < ts[:-1]) & ~first[1:]).any():
+            order = np.lexsort((ts, rows))  # stable: the row sort kept the arrival order
+            rows, ts, value = rows[order], ts[order], value[order]
         rank = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
         rounds = int(rank.max()) + 1
         done = quiet_rounds(ks, rows, ts, value, rank, rounds) if self.quiet_stretches else 0

@@ -81,8 +81,7 @@ def quiet_pass(ks: KindState, rows: IntArray, ts: IntArray, value: FloatArray) -
     win = ks.windows
     if ks.counter is not None and ks.is_counter[u].any():
         return False
-    same_row = ~first[1:]
-    if (ts[1:][same_row] <= ts[:-1][same_row]).any() or (ts[starts] <= win.last_ts[u]).any():
+    if ((ts[1:] <= ts[:-1]) & ~first[1:]).any() or (ts[starts] <= win.last_ts[u]).any():
         return False  # repeated or out-of-order readings take the rounds' careful path
     if not all(_calm(rs, u) for rs in ks.rules):
         return False
@@ -96,10 +95,7 @@ def quiet_pass(ks: KindState, rows: IntArray, ts: IntArray, value: FloatArray) -
         commits.append(c)
     if ks.rules:
         undo = win.append_runs(u, t2, v2, n)
-        valid = leading(n, m)
-        r_flat = np.broadcast_to(u[:, None], (u.shape[0], m))[valid]
-        measures = np.full((u.shape[0], m, ks.plan.n_columns), np.nan)
-        measures[valid] = ks.plan.compute(win, ks.accumulator, r_flat, v2[valid], t=t2[valid])
+        measures = _measures(ks, u, t2, v2, n, n_all)
         for rs in ks.rules:
             c = _rule(rs, u, t2, measures, n)
             if c is None:
@@ -111,6 +107,23 @@ def quiet_pass(ks: KindState, rows: IntArray, ts: IntArray, value: FloatArray) -
     for c in commits:
         c()
     return True
+
+
+def _measures(ks: KindState, u: IntArray, t2: IntArray, v2: FloatArray, n: IntArray, total: int) -> FloatArray:
+    """(k, m, columns) the kind's measures at each of the readings laid out (k, m); past
+    row i's n[i] readings the values are unspecified. The padding repeats each row's last
+    reading, whose measures are its own: while it is a small part of the layout (rows of a
+    stretch hold about as many readings each), every slot is computed at once, with no mask
+    to gather the readings by and scatter their measures back."""
+    k, m = t2.shape
+    if (k * m - total) * 8 <= total:
+        return ks.plan.compute(ks.windows, ks.accumulator, np.repeat(u, m), v2.reshape(-1),
+                               t=t2.reshape(-1)).reshape(k, m, -1)
+    valid = leading(n, m)
+    measures = np.full((k, m, ks.plan.n_columns), np.nan)
+    measures[valid] = ks.plan.compute(ks.windows, ks.accumulator, np.broadcast_to(u[:, None], (k, m))[valid],
+                                      v2[valid], t=t2[valid])
+    return measures
 
 
 def _calm(rs: RuleState, u: IntArray) -> bool:
@@ -130,12 +143,14 @@ def _rule(rs: RuleState, u: IntArray, t2: IntArray, measures: FloatArray, n: Int
     sel = np.flatnonzero(s_all >= 0)
     if sel.shape[0] == 0:
         return unchanged
-    s = s_all[sel]
-    vals = measures[sel][:, :, rs.cols]
-    store = rs.detector.quiet(s, t2[sel], vals, n[sel])
+    if sel.shape[0] == u.shape[0]:  # every sensor of the kind is the rule's: nothing to select
+        s, vals = s_all, measures[:, :, rs.cols]
+    else:
+        s, vals, t2, n = s_all[sel], measures[sel][:, :, rs.cols], t2[sel], n[sel]
+    store = rs.detector.quiet(s, t2, vals, n)
     if store is None or rs.area is None:
         return store
-    last = vals[np.arange(s.shape[0]), n[sel] - 1]
+    last = vals[np.arange(s.shape[0]), n - 1]
     detector_store = store
 
     def store_area() -> None:

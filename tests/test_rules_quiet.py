@@ -14,6 +14,7 @@ from ews.models import LevelChange, ReadingBatch
 from ews.sensors import SensorRegistry
 from rules.engine import RuleEngine
 from rules.loader import load_rules
+from rules.model import RuleSet
 
 H = 3_600_000
 T0 = 1_782_000_000_000
@@ -92,11 +93,8 @@ def state(engine: RuleEngine) -> dict[str, np.ndarray]:
     return out
 
 
-@pytest.mark.parametrize("profile", [["guangdong"], ["forecast", "flood_season"]])
-def test_one_pass_and_rounds_agree(profile: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    sensors = RegistryConfig.sample().load().sensors
-    rules_ = load_rules(None, profile)
-    readings = district_stream(sensors, 7)
+def count_passes(monkeypatch: pytest.MonkeyPatch) -> dict[bool, int]:
+    """How often the one-pass path took a stretch (True) and declined one (False)."""
     outcomes = {True: 0, False: 0}
     real = rules.quiet.quiet_pass
 
@@ -106,8 +104,15 @@ def test_one_pass_and_rounds_agree(profile: list[str], monkeypatch: pytest.Monke
         return ok
 
     monkeypatch.setattr(rules.quiet, "quiet_pass", counted)
+    return outcomes
+
+
+def both_ways(rules_: RuleSet, sensors: SensorRegistry, readings: list[tuple[int, int, float]],
+              sizes: tuple[int, ...]) -> dict[int, list[LevelChange]]:
+    """Each batch size's changes, after checking that the one-pass path and the rounds raise
+    the same ones and leave every array of state the same."""
     results = {}
-    for size in (4_000, 13_331, 150_000):
+    for size in sizes:
         fast = RuleEngine(rules_, sensors, start_ms=T0)
         slow = RuleEngine(rules_, sensors, start_ms=T0)
         slow.quiet_stretches = False
@@ -118,6 +123,14 @@ def test_one_pass_and_rounds_agree(profile: list[str], monkeypatch: pytest.Monke
         assert a.keys() == b.keys()
         differ = [k for k in a if not np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f")]
         assert differ == []
+    return results
+
+
+@pytest.mark.parametrize("profile", [["guangdong"], ["forecast", "flood_season"]])
+def test_one_pass_and_rounds_agree(profile: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    sensors = RegistryConfig.sample().load().sensors
+    outcomes = count_passes(monkeypatch)
+    results = both_ways(load_rules(None, profile), sensors, district_stream(sensors, 7), (4_000, 13_331, 150_000))
     # both paths were taken: quiet stretches in one pass, the storm and the faults in rounds
     assert outcomes[True] > 20 and outcomes[False] > 5
     ids = {c.rule_id for c in results[4_000]}
@@ -125,4 +138,60 @@ def test_one_pass_and_rounds_agree(profile: list[str], monkeypatch: pytest.Monke
     assert {"rain_drift"} <= ids or "rainstorm" in ids
     # and a different batching gives the same warnings
     assert sorted(map(key, results[4_000])) == sorted(map(key, results[13_331]))
+    assert sorted(map(key, results[4_000])) == sorted(map(key, results[150_000]))
+
+
+PART_OF_A_KIND = """
+rules:
+  - id: ponding_street
+    name: 积水预警（一条街道）
+    select: {kind: ponding, region: "440106001"}
+    measure: {type: value}
+    levels: {yellow: 15, orange: 30, red: 50}
+    hysteresis: 2
+  - id: river_some
+    name: 水位预警（部分站点）
+    select: {kind: water_level, sensors: [WL-0001, WL-0002, WL-0003, WL-0004]}
+    measure: {type: value}
+    levels: {yellow: 6.2, orange: 6.8}
+  - id: river_rise_some
+    name: 水位上涨（部分站点）
+    select: {kind: water_level, sensors: [WL-0002, WL-0005]}
+    measure:
+      type: value
+      trends: {rise_1h: 1h}
+    levels:
+      blue: {rise_1h: 0.5}
+faults:
+  - id: ponding_spike_street
+    name: 积水传感器跳变（一条街道）
+    detector: spike
+    select: {kind: ponding, region: "440106002"}
+    max_jump: 20
+    confirm: 2
+  - id: river_stuck_some
+    name: 水位计停滞（部分站点）
+    detector: stuck
+    select: {kind: water_level, sensors: [WL-0003, WL-0006, WL-0007]}
+    for: 2h
+    tolerance: 0
+"""
+
+
+def test_rules_and_faults_over_part_of_a_kind_agree(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rule or a fault that covers only some sensors of their kind takes its own subjects
+    out of the stretch; the rest of the kind passes through it untouched."""
+    sensors = RegistryConfig.sample().load().sensors
+    (tmp_path / "part.yaml").write_text(PART_OF_A_KIND, encoding="utf-8")
+    rules_ = load_rules(tmp_path)
+    engine = RuleEngine(rules_, sensors, start_ms=T0)
+    for kind in ("ponding", "water_level"):
+        ks = next(k for k in engine.kinds if k.kind == kind)
+        covered = [(x.subject_of_row >= 0).mean() for x in [*ks.rules, *ks.faults]]
+        assert min(covered) > 0 and max(covered) < 1, (kind, covered)
+    outcomes = count_passes(monkeypatch)
+    results = both_ways(rules_, sensors, district_stream(sensors, 11), (4_000, 150_000))
+    assert outcomes[True] > 10 and outcomes[False] > 0
+    ids = {c.rule_id for c in results[4_000]}
+    assert {"ponding_street", "river_some"} <= ids
     assert sorted(map(key, results[4_000])) == sorted(map(key, results[150_000]))
