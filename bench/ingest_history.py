@@ -24,10 +24,12 @@ kernels", teal bars), since line protocol is copied by `memcpy` into memory mapp
 ("Invocations from N on copy line protocol into memory mapped once", orange bars), since the
 database is made ready before the broker is connected ("Invocations from N on make the
 database ready before the connect", brown bars), since the rules' trends and rolling sums
-are compiled ("Invocations from N on compile the rules' trends and rolling sums", pink bars)
-and since the scanner's compact path checks its own indices, a gateway's first batches are
+are compiled ("Invocations from N on compile the rules' trends and rolling sums", pink bars),
+since the scanner's compact path checks its own indices, a gateway's first batches are
 scanned and the MQTT client reads on at a chunk's end ("Invocations from N on scan on the
-guarded path and read on at chunk ends", olive bars).
+guarded path and read on at chunk ends", olive bars) and since the rules take quiet
+stretches with fewer array passes ("Invocations from N on evaluate quiet stretches with fewer
+array passes", blue bars).
 
 It also checks the tables against themselves (a median that is not the median of its runs,
 a CPU ratio that is not the quotient of its columns, a CPU sum that does not add up, a
@@ -55,7 +57,8 @@ ERAS = (("scanner", "read gateway batches with the compiled scanner", "the compi
         ("mapped", "copy line protocol into memory mapped once", "memory mapped once", "#ff7f0e"),
         ("ready", "make the database ready before the connect", "the database ready first", "#8c564b"),
         ("trends", "compile the rules' trends and rolling sums", "trends and sums compiled", "#e377c2"),
-        ("guarded", "scan on the guarded path and read on at chunk ends", "the guarded scan", "#bcbd22"))
+        ("guarded", "scan on the guarded path and read on at chunk ends", "the guarded scan", "#bcbd22"),
+        ("leaner", "evaluate quiet stretches with fewer array passes", "fewer array passes", "#1f77b4"))
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class Invocation:
     ready: bool = False  # the database created and its retention read before the connect
     trends: bool = False  # trends, rolling sums at past times and the latest readings compiled
     guarded: bool = False  # the scanner's compact path unchecked, first sights scanned, MQTT read on, exact end
+    leaner: bool = False  # quiet stretches with fewer array passes, rings with room for a backlog step
 
 
 @dataclass(frozen=True)

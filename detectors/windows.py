@@ -23,7 +23,10 @@ Insertion rules (event time, never the wall clock):
 
 The capacity bounds memory: ``capacity_for(span, interval)`` leaves a margin for sensors that
 report somewhat faster than their nominal interval; a sensor reporting much faster loses its
-oldest readings first (its long-window sums then undercount). Capacities are powers of two so a
+oldest readings first (its long-window sums then undercount). It also leaves 32 slots beyond
+the window: a backlog's stretch is evaluated in one pass only while every reading inside a
+window of its first one is still held (rules/quiet.py), so a ring with little room beyond its
+window would split a backlog into pieces that each pay the pass's fixed cost again. Capacities are powers of two so a
 logical position maps to its slot with a mask instead of an integer division.
 """
 
@@ -79,7 +82,8 @@ def unchanged() -> None:
 
 
 def capacity_for(span_ms: int, interval_ms: int, margin: float = 1.25, extra: int = 32) -> int:
-    """Slots (a power of two) to hold `span_ms` of readings every `interval_ms`, with margin."""
+    """Slots (a power of two) to hold `span_ms` of readings every `interval_ms`, with margin,
+    and `extra` beyond them for a backlog's step."""
     if interval_ms <= 0:
         raise ValueError("interval must be positive")
     return pow2(math.ceil(span_ms / interval_ms * margin) + extra)
