@@ -34,7 +34,7 @@ import os  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tarfile  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from types import ModuleType  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -65,15 +65,10 @@ class Tree:
 
     def __init__(self, root: Path):
         self.root = root
-        self.modules: dict[str, ModuleType] = {}
-        held = _take_modules()
-        try:
-            with self._on_path():
-                self.engine = importlib.import_module("rules.engine").RuleEngine
-                self.load_rules = importlib.import_module("rules.loader").load_rules
-        finally:
-            self.modules = _take_modules()
-            sys.modules.update(held)
+        self.modules: dict[str, ModuleType] = {}  # none yet: the first turn imports them afresh
+        with self.active():
+            self.engine = importlib.import_module("rules.engine").RuleEngine
+            self.load_rules = importlib.import_module("rules.loader").load_rules
         home = root.resolve()
         strays = [k for k, m in self.modules.items()
                   if getattr(m, "__file__", None) and not Path(m.__file__ or "").resolve().is_relative_to(home)]
@@ -167,11 +162,10 @@ def main() -> int:
                     f"CPU µs a reading, median of {a.rounds} rounds (load average {load})")
     for col in ("batch", "this tree", commit[:10], "this / then (median of the rounds' ratios)"):
         t.add_column(col, justify="right")
-    ratio: Callable[[int], float] = lambda size: statistics.median(  # noqa: E731
-        x / y for x, y in zip(figures[size, "this"], figures[size, "then"], strict=True))
     for size in sizes:
+        ratio = statistics.median(x / y for x, y in zip(figures[size, "this"], figures[size, "then"], strict=True))
         t.add_row(f"{size:,}", f"{statistics.median(figures[size, 'this']):.3f}",
-                  f"{statistics.median(figures[size, 'then']):.3f}", f"{ratio(size):.2f}")
+                  f"{statistics.median(figures[size, 'then']):.3f}", f"{ratio:.2f}")
     console.print(t)
     return 0
 
