@@ -26,8 +26,9 @@ report somewhat faster than their nominal interval; a sensor reporting much fast
 oldest readings first (its long-window sums then undercount). It also leaves 32 slots beyond
 the window: a backlog's stretch is evaluated in one pass only while every reading inside a
 window of its first one is still held (rules/quiet.py), so a ring with little room beyond its
-window would split a backlog into pieces that each pay the pass's fixed cost again. Capacities are powers of two so a
-logical position maps to its slot with a mask instead of an integer division.
+window would split a backlog into pieces that each pay the pass's fixed cost again.
+Capacities are powers of two so a logical position maps to its slot with a mask instead of an
+integer division.
 """
 
 from __future__ import annotations
@@ -67,6 +68,17 @@ def leading(n: IntArray, m: int) -> BoolArray:
     """(k, m) mask of each row's first n[i] columns."""
     out: BoolArray = np.arange(m)[None, :] < n[:, None]
     return out
+
+
+def subjects_in(subject_of_row: IntArray, rows: IntArray) -> tuple[IntArray, IntArray | None]:
+    """The subjects a rule or fault has among a stretch's `rows` (its subject of each row, -1
+    where it has none), and where they are in `rows`: None when every row is one, so that the
+    stretch is used as it is, not copied to select them."""
+    s: IntArray = subject_of_row[rows]
+    if s.shape[0] and s.min() >= 0:
+        return s, None
+    sel = np.flatnonzero(s >= 0)
+    return s[sel], sel
 
 
 def previous(v: npt.NDArray[G], before: npt.NDArray[G]) -> npt.NDArray[G]:

@@ -24,7 +24,7 @@ import numpy.typing as npt
 from detectors.faults import Drift, OutOfRange, Spike, Stuck
 from detectors.nodata import NoData
 from detectors.threshold import ThresholdDetector
-from detectors.windows import NO_TS, BoolArray, Commit, FloatArray, IntArray, unchanged
+from detectors.windows import NO_TS, BoolArray, Commit, FloatArray, IntArray, subjects_in, unchanged
 from rules.binding import FaultBinding
 
 Levels = npt.NDArray[np.int8]
@@ -70,15 +70,11 @@ class FaultState:
     def flags(self, rows: IntArray, ts: IntArray, value: FloatArray
               ) -> tuple[BoolArray, IntArray, Levels, Levels]:
         """Flags per reading, and (positions, old, new levels) of the subjects that changed."""
-        s_all = self.subject_of_row[rows]
-        every = bool(s_all.shape[0] and s_all.min() >= 0)
-        if every:
-            pos, s, t, v = None, s_all, ts, value
-        else:
-            pos = np.flatnonzero(s_all >= 0)
-            if pos.shape[0] == 0:
-                return np.zeros(rows.shape[0], np.bool_), pos, np.empty(0, np.int8), np.empty(0, np.int8)
-            s, t, v = s_all[pos], ts[pos], value[pos]
+        s, pos = subjects_in(self.subject_of_row, rows)
+        if s.shape[0] == 0:
+            none = np.empty(0, np.int8)
+            return np.zeros(rows.shape[0], np.bool_), np.empty(0, np.int64), none, none
+        t, v = (ts, value) if pos is None else (ts[pos], value[pos])
         last = self.last_ts[s]
         newer = t > last
         det = self.detector
@@ -99,8 +95,10 @@ class FaultState:
             self.last_ts[s] = np.where(newer, t, last)
             self.last_flag[s] = np.where(newer | same, f, self.last_flag[s])
             judged = np.flatnonzero(newer | same)
-        flagged = f if every else np.zeros(rows.shape[0], np.bool_)
-        if not every:
+        if pos is None:
+            flagged = f
+        else:
+            flagged = np.zeros(rows.shape[0], np.bool_)
             flagged[pos] = f
         # only flagged readings and open warnings move the signal: for the others an update
         # would leave the level and every timer that matters where they are
@@ -119,14 +117,11 @@ class FaultState:
     def quiet(self, rows: IntArray, t: IntArray, v: FloatArray, n: IntArray) -> Commit | None:
         """Several in-order readings per row ((k, m), row i's first n[i]), none of them flagged
         and no warning open: the function that stores the state `flags` would leave, else None."""
-        s_all = self.subject_of_row[rows]
-        sel = np.flatnonzero(s_all >= 0)
-        if sel.shape[0] == 0:
+        s, sel = subjects_in(self.subject_of_row, rows)
+        if s.shape[0] == 0:
             return unchanged
-        if sel.shape[0] == rows.shape[0]:
-            s = s_all  # the fault covers every sensor of the kind: nothing to select
-        else:
-            s, t, v, n = s_all[sel], t[sel], v[sel], n[sel]
+        if sel is not None:
+            t, v, n = t[sel], v[sel], n[sel]
         if (self.level[s] > 0).any() or (t[:, 0] <= self.last_ts[s]).any():
             return None
         detector = self.detector.quiet(s, t, v, n)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from detectors.accumulate import first_after
-from detectors.windows import Commit, FloatArray, IntArray, leading, unchanged
+from detectors.windows import Commit, FloatArray, IntArray, leading, subjects_in, unchanged
 
 if TYPE_CHECKING:
     from rules.engine import KindState, RuleState
@@ -128,8 +128,7 @@ def _measures(ks: KindState, u: IntArray, t2: IntArray, v2: FloatArray, n: IntAr
 
 def _calm(rs: RuleState, u: IntArray) -> bool:
     """Nothing raised or held for the rule's subjects among rows `u` (checked before any work)."""
-    s = rs.subject_of_row[u]
-    s = s[s >= 0]
+    s, _ = subjects_in(rs.subject_of_row, u)
     if rs.raw[s].any() or rs.level[s].any():
         return False
     if rs.flap is None:
@@ -139,14 +138,13 @@ def _calm(rs: RuleState, u: IntArray) -> bool:
 
 def _rule(rs: RuleState, u: IntArray, t2: IntArray, measures: FloatArray, n: IntArray
           ) -> Commit | None:
-    s_all = rs.subject_of_row[u]
-    sel = np.flatnonzero(s_all >= 0)
-    if sel.shape[0] == 0:
+    s, sel = subjects_in(rs.subject_of_row, u)
+    if s.shape[0] == 0:
         return unchanged
-    if sel.shape[0] == u.shape[0]:  # every sensor of the kind is the rule's: nothing to select
-        s, vals = s_all, measures[:, :, rs.cols]
+    if sel is None:
+        vals = measures[:, :, rs.cols]
     else:
-        s, vals, t2, n = s_all[sel], measures[sel][:, :, rs.cols], t2[sel], n[sel]
+        vals, t2, n = measures[sel][:, :, rs.cols], t2[sel], n[sel]
     store = rs.detector.quiet(s, t2, vals, n)
     if store is None or rs.area is None:
         return store
