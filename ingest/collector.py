@@ -14,7 +14,8 @@ Four threads, so that each stage works while the next one waits for I/O or the G
   writing the next batch before it waits for this one, so InfluxDB never idles between
   batches, and finishes batches in the order they arrived;
 - the rules thread runs `on_readings` (the rules engine and the warning lifecycle), through
-  the reorder buffer when `ingest.reorder_s` is set, and raises unregistered-sensor warnings.
+  the reorder buffer when `ingest.reorder_s` is set, and raises unregistered-sensor warnings;
+  under load it takes several batches a step, waiting up to a tenth of a second for them.
 
 Each hand-over is bounded (a few batches), so a slow stage holds the broker back instead of
 filling memory; an acknowledged reading that the process dies before evaluating is in
@@ -69,6 +70,13 @@ Msg = tuple[bytes, bytes, int, int]
 UNREGISTERED_RULE = "unregistered_sensor"
 MAX_UNREGISTERED_WARNED = 10_000  # distinct unregistered ids warned about per process
 MERGE_READINGS = 100_000  # queued batches the rules take in one step, at most
+# under load the rules wait for a step of STEP_READINGS: a step costs them mostly per batch and
+# per kind, hardly per reading, so three batches in one step cost little more than one. They wait
+# only while the first batch is one the decode thread took full (STEP_FROM readings or more: a
+# high rate, not a trickle, whose latency stays as it was), only while more readings are on their
+# way to them, and at most STEP_WAIT_S after that batch came (docs/decisions.md)
+STEP_READINGS, STEP_FROM, STEP_WAIT_S = 60_000, 10_000, 0.1
+STEP_POLL_S = 0.005  # how often a waiting step looks whether more are still on their way
 # batches closed by a full in-flight window within WINDOW_WARN_S that make it a throughput limit
 # worth a warning (a fleet publishing in bursts closes one a burst)
 WINDOW_WARN_BATCHES, WINDOW_WARN_S = 20, 10.0
@@ -664,16 +672,24 @@ class Collector:
                 log.exception("handing %s to the rules failed", type(item).__name__)
 
     def _merged(self, batch: ReadingBatch, carry: list[ReadingBatch | list[Unregistered] | None]) -> ReadingBatch:
-        """The batch joined by the batches queued behind it (same lane); the first item that
-        cannot join is put in `carry`. When the rules fall behind they catch up in larger steps:
-        their cost is mostly per batch and per kind, hardly per reading."""
+        """The batch joined by the batches queued behind it (same lane), and under load by those
+        that come within STEP_WAIT_S while more are on their way; the first item that cannot
+        join is put in `carry`. When the rules fall behind they catch up in larger steps: their
+        cost is mostly per batch and per kind, hardly per reading."""
         parts = [batch]
         size = len(batch)
+        until = time.monotonic() + STEP_WAIT_S if size >= STEP_FROM else 0.0
         while size < MERGE_READINGS:
             try:
                 nxt = self._to_rules_q.get_nowait()
             except queue.Empty:
-                break
+                wait = until - time.monotonic()
+                if size >= STEP_READINGS or wait <= 0 or not self._on_their_way():
+                    break
+                try:
+                    nxt = self._to_rules_q.get(timeout=min(wait, STEP_POLL_S))
+                except queue.Empty:
+                    continue
             if not isinstance(nxt, ReadingBatch) or nxt.drill != batch.drill:
                 carry.append(nxt)
                 break
@@ -683,6 +699,10 @@ class Collector:
             return batch
         return ReadingBatch(np.concatenate([p.sensor for p in parts]), np.concatenate([p.ts_ms for p in parts]),
                             np.concatenate([p.value for p in parts]), batch.drill)
+
+    def _on_their_way(self) -> bool:
+        """Messages received and not yet handed to the rules (queued, decoded or being written)."""
+        return bool(self._queue) or self._taken > self._done
 
     def _evaluate(self, batch: ReadingBatch) -> None:
         assert self.on_readings is not None
