@@ -27,9 +27,10 @@ database ready before the connect", brown bars), since the rules' trends and rol
 are compiled ("Invocations from N on compile the rules' trends and rolling sums", pink bars),
 since the scanner's compact path checks its own indices, a gateway's first batches are
 scanned and the MQTT client reads on at a chunk's end ("Invocations from N on scan on the
-guarded path and read on at chunk ends", olive bars) and since the rules take quiet
+guarded path and read on at chunk ends", olive bars), since the rules take quiet
 stretches with fewer array passes ("Invocations from N on evaluate quiet stretches with fewer
-array passes", blue bars).
+array passes", blue bars) and since the rules take several batches a step under load
+("Invocations from N on take several batches a rules step under load", grey bars).
 
 It also checks the tables against themselves (a median that is not the median of its runs,
 a CPU ratio that is not the quotient of its columns, a CPU sum that does not add up, a
@@ -58,7 +59,8 @@ ERAS = (("scanner", "read gateway batches with the compiled scanner", "the compi
         ("ready", "make the database ready before the connect", "the database ready first", "#8c564b"),
         ("trends", "compile the rules' trends and rolling sums", "trends and sums compiled", "#e377c2"),
         ("guarded", "scan on the guarded path and read on at chunk ends", "the guarded scan", "#bcbd22"),
-        ("leaner", "evaluate quiet stretches with fewer array passes", "fewer array passes", "#1f77b4"))
+        ("leaner", "evaluate quiet stretches with fewer array passes", "fewer array passes", "#1f77b4"),
+        ("steps", "take several batches a rules step under load", "steps of several batches", "#7f7f7f"))
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Invocation:
     trends: bool = False  # trends, rolling sums at past times and the latest readings compiled
     guarded: bool = False  # the scanner's compact path unchecked, first sights scanned, MQTT read on, exact end
     leaner: bool = False  # quiet stretches with fewer array passes, rings with room for a backlog step
+    steps: bool = False  # under load the rules wait up to 0.1 s for a step of several batches
 
 
 @dataclass(frozen=True)
