@@ -38,12 +38,16 @@ def batch(n: int, first: int = 0, drill: bool = False) -> ReadingBatch:
     return ReadingBatch(np.zeros(n, np.int64), np.arange(first, first + n, dtype=np.int64), np.ones(n), drill)
 
 
-def arriving(col: Collector, items: list[ReadingBatch | None], gap_s: float) -> threading.Thread:
-    """Hand `items` to the rules' queue one by one, `gap_s` apart, as the write thread does."""
+def arriving(col: Collector, items: list[ReadingBatch | None], gap_s: float, last: bool = False
+             ) -> threading.Thread:
+    """Hand `items` to the rules' queue one by one, `gap_s` apart, as the write thread does;
+    `last`: they are the last of a burst, nothing more on its way after them."""
     def hand() -> None:
         for item in items:
             time.sleep(gap_s)
             col._to_rules_q.put(item)
+        if last:
+            more_on_their_way(col, False)
     t = threading.Thread(target=hand, daemon=True)
     t.start()
     return t
@@ -53,10 +57,16 @@ def more_on_their_way(col: Collector, more: bool) -> None:
     col._taken, col._done = (1, 0) if more else (0, 0)
 
 
-def test_under_load_a_step_waits_for_the_batches_on_their_way(col: Collector) -> None:
+@pytest.fixture
+def patient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wait long enough that a busy machine cannot end a step before what a test sends."""
+    monkeypatch.setattr(collector_module, "STEP_WAIT_S", 30.0)
+
+
+def test_under_load_a_step_waits_for_the_batches_on_their_way(col: Collector, patient: None) -> None:
     more_on_their_way(col, True)
     size = collector_module.STEP_FROM
-    t = arriving(col, [batch(size, size), batch(size, 2 * size)], gap_s=0.02)
+    t = arriving(col, [batch(size, size), batch(size, 2 * size)], gap_s=0.02, last=True)
     carry: Carry = []
     step = col._merged(batch(size), carry)
     t.join()
@@ -64,7 +74,7 @@ def test_under_load_a_step_waits_for_the_batches_on_their_way(col: Collector) ->
     assert np.array_equal(step.ts_ms, np.arange(3 * size))  # in the order they came
 
 
-def test_a_step_ends_once_it_holds_enough(col: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_step_ends_once_it_holds_enough(col: Collector, patient: None, monkeypatch: pytest.MonkeyPatch) -> None:
     more_on_their_way(col, True)
     size = collector_module.STEP_FROM
     monkeypatch.setattr(collector_module, "STEP_READINGS", 2 * size)
@@ -100,13 +110,13 @@ def test_a_step_waits_no_longer_than_its_limit(col: Collector, monkeypatch: pyte
     more_on_their_way(col, True)  # readings on their way that never come: a stalled write
     monkeypatch.setattr(collector_module, "STEP_WAIT_S", 0.05)
     size = collector_module.STEP_FROM
-    t = arriving(col, [batch(10, size)], gap_s=0.5)
+    t = arriving(col, [batch(10, size)], gap_s=1.5)
     step = col._merged(batch(size), [])
     assert len(step) == size and col._to_rules_q.qsize() == 0  # returned before the late batch
     t.join()
 
 
-def test_a_stop_or_a_drill_batch_ends_a_waiting_step(col: Collector) -> None:
+def test_a_stop_or_a_drill_batch_ends_a_waiting_step(col: Collector, patient: None) -> None:
     more_on_their_way(col, True)
     size = collector_module.STEP_FROM
     for other in (None, batch(5, size, drill=True)):
