@@ -381,7 +381,11 @@ class Collector:
     @property
     def pending(self) -> int:
         """Messages received and not yet finished (stored, acknowledged, evaluated)."""
-        return len(self._queue) + self._taken - self._done + self._to_rules - self._rules_done
+        return self._before_rules() + self._to_rules - self._rules_done
+
+    def _before_rules(self) -> int:
+        """Messages received and not yet handed to the rules (queued, decoded or being written)."""
+        return len(self._queue) + self._taken - self._done
 
     # --- decode thread --------------------------------------------------------------------------
 
@@ -684,7 +688,7 @@ class Collector:
                 nxt = self._to_rules_q.get_nowait()
             except queue.Empty:
                 wait = until - time.monotonic()
-                if size >= STEP_READINGS or wait <= 0 or not self._on_their_way():
+                if size >= STEP_READINGS or wait <= 0 or not self._before_rules():
                     break
                 try:
                     nxt = self._to_rules_q.get(timeout=min(wait, STEP_POLL_S))
@@ -699,10 +703,6 @@ class Collector:
             return batch
         return ReadingBatch(np.concatenate([p.sensor for p in parts]), np.concatenate([p.ts_ms for p in parts]),
                             np.concatenate([p.value for p in parts]), batch.drill)
-
-    def _on_their_way(self) -> bool:
-        """Messages received and not yet handed to the rules (queued, decoded or being written)."""
-        return bool(self._queue) or self._taken > self._done
 
     def _evaluate(self, batch: ReadingBatch) -> None:
         assert self.on_readings is not None
