@@ -26,14 +26,13 @@ from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
 from ews.servers import LocalServers
 from ingest.collector import Collector
-from ingest.influx_v1 import InfluxV1
 from ingest.process import MessageProcessor
 
+from .influxpoints import Point, stored
 from .pipelineproc import PipelineRun
 from .waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-Point = tuple[str, int, float]  # sensor, ts_ms, value
 
 
 class Stream:
@@ -86,21 +85,6 @@ class Stream:
         self.client.disconnect()
         self.client.loop_stop()
         return {p for p, _ in self.infos}
-
-
-def stored(url: str, db: str, kinds: tuple[str, ...] = ("rain",)) -> list[Point]:
-    c = InfluxV1(url, db)
-    out: list[Point] = []
-    try:
-        for k in kinds:
-            for series in c.query(f'SELECT "value" FROM "{k}" GROUP BY "sensor"'):
-                sid = series["tags"]["sensor"]
-                out += [(sid, int(t), float(v)) for t, v in series["values"]]
-    except Exception:
-        return []  # InfluxDB not back yet
-    finally:
-        c.close()
-    return out
 
 
 @pytest.fixture

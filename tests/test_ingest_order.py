@@ -35,13 +35,13 @@ from ews.regions import RegionRegistry
 from ews.sensors import SensorRegistry
 from ews.servers import LocalServers
 from ingest.collector import Collector, _Lane, _Work
-from ingest.influx_v1 import InfluxV1
 from ingest.process import MessageProcessor, Unregistered
 from ingest.sink import Sink
 from ingest.spool import Spool
 from notifiers.lifecycle import Transition
 
 from .conftest import COMM_A1
+from .influxpoints import stored
 from .test_ingest_spool import FakeInflux
 
 STEP = 300_000  # five-minute gauges
@@ -92,10 +92,7 @@ def run(servers: LocalServers, tmp: Path, name: str, deliveries: list[tuple[str,
         while p.collector.stats["messages"] < len(deliveries) or not p.idle():
             assert time.monotonic() < deadline, "pipeline did not finish"
             time.sleep(0.05)
-        c = InfluxV1(servers.influx_url, db)
-        stored = {(sr["tags"]["sensor"], int(t), float(v))
-                  for sr in c.query('SELECT "value" FROM "rain" GROUP BY "sensor"') for t, v in sr["values"]}
-        c.close()
+        points = set(stored(servers.influx_url, db))
     finally:
         pub.loop_stop()
         p.stop()
@@ -103,7 +100,7 @@ def run(servers: LocalServers, tmp: Path, name: str, deliveries: list[tuple[str,
     transitions = sorted((t.warning["subject"], t.warning["updated_event_ts_ms"], t.type, t.warning["rule"],
                           int(t.level_before), int(t.level_after), round(float(t.warning["value"]), 6))
                          for t in seen)
-    return stored, transitions
+    return points, transitions
 
 
 def test_out_of_order_and_duplicates_give_the_same_data_and_warnings(servers: LocalServers, tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -13,8 +13,8 @@ from ews.config import ChannelConfig, Config, InfluxConfig, MqttConfig, Notifier
 from ews.models import ReadingBatch
 from ews.pipeline import Pipeline
 from ews.servers import LocalServers
-from ingest.influx_v1 import InfluxV1
 
+from .influxpoints import stored
 from .waiting import wait_for
 
 
@@ -28,17 +28,6 @@ def _shard(servers: LocalServers, db: str, name: str, streets: list[str], tmp: P
         state_dir=tmp / name,
         notifiers=NotifierConfig(channels=[ChannelConfig(name="console", type="console")]),
     )
-
-
-def _stored(db: InfluxV1, kinds: Iterable[str]) -> int:
-    return sum(db.count(k) for k in kinds)
-
-
-def _points(db: InfluxV1, kinds: Iterable[str]) -> set[tuple[str, int]]:
-    """(sensor, time) of every point stored."""
-    return {(series["tags"]["sensor"], int(row[0]))
-            for k in kinds for series in db.query(f'SELECT "value" FROM "{k}" GROUP BY "sensor"')
-            for row in series["values"]}
 
 
 def test_two_shards_split_the_stream(servers: LocalServers, influx_db: str, tmp_path: Path) -> None:
@@ -81,13 +70,12 @@ def test_two_shards_split_the_stream(servers: LocalServers, influx_db: str, tmp_
         assert seen["a"] and all(street[sid] in a_streets for sid, _ in seen["a"])
         assert seen["b"] and all(street[sid] not in a_streets for sid, _ in seen["b"])
         # the rules get a batch once it is durable: in InfluxDB, or in the spool until its replay
-        db = InfluxV1(servers.influx_url, influx_db)
-        wait_for(lambda: _stored(db, a.sensors.kinds) >= len(sent))
-        missing = sorted(set(sent) - _points(db, a.sensors.kinds))
+        wait_for(lambda: len(stored(servers.influx_url, influx_db, a.sensors.kinds)) >= len(sent))
+        points = stored(servers.influx_url, influx_db, a.sensors.kinds)
+        missing = sorted(set(sent) - {(sid, ts) for sid, ts, _ in points})
         assert not missing, (f"{len(missing)} readings the rules saw are not in InfluxDB, e.g. {missing[:10]}; "
                              f"shard a {a.collector.stats}, shard b {b.collector.stats}")
-        assert _stored(db, a.sensors.kinds) == len(sent)  # none twice
-        db.close()
+        assert len(points) == len(sent)  # none twice
     finally:
         pub.loop_stop()
         a.stop()
